@@ -1,0 +1,36 @@
+// swift-tools-version:5.9
+// firebolt-edge: run Firebolt-VL (and plain LFM2) on small CPUs.
+// No Swift package dependencies: only the toolchain and Debian system libraries (see README).
+import PackageDescription
+
+let package = Package(
+    name: "firebolt-edge",
+    products: [
+        .executable(name: "fbconvert", targets: ["fbconvert"]),
+        .executable(name: "fbrun", targets: ["fbrun"]),
+    ],
+    targets: [
+        // System libraries, found through pkg-config (Debian: libzstd-dev).
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+
+        // Hand-written C kernels: quantization layouts, matrix products, hashing; SIMD chosen at run time.
+        .target(name: "Kernels", cSettings: [.unsafeFlags(["-O3"], .when(configuration: .debug))]),
+
+        // Small argument parser shared by both tools.
+        .target(name: "CommandLineKit"),
+
+        // The .fbm reader, tokenizer, model graphs and generation.
+        .target(name: "Runtime", dependencies: ["Kernels", "CZstd"]),
+
+        // safetensors reading, sanitising, quantization policy, .fbm writing.
+        .target(name: "Converter", dependencies: ["Runtime", "Kernels", "CZstd"]),
+
+        .executableTarget(name: "fbconvert", dependencies: ["Converter", "Runtime", "CommandLineKit"]),
+        .executableTarget(name: "fbrun", dependencies: ["Runtime", "CommandLineKit"]),
+
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
+        .testTarget(name: "CommandLineKitTests", dependencies: ["CommandLineKit"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Kernels"]),
+        .testTarget(name: "ConverterTests", dependencies: ["Converter", "Runtime", "Kernels"]),
+    ]
+)

@@ -1,0 +1,123 @@
+import Foundation
+import Runtime
+
+/// A Hugging Face style checkpoint on disk: one or more safetensors files plus the JSON files beside them.
+/// INPUT may be a `.safetensors` file, a sharded `model.safetensors.index.json`, or a folder holding either.
+public final class Checkpoint {
+    public let folder: String
+    public let files: [SafetensorsFile]
+    private let owner: [String: SafetensorsFile]
+
+    public let config: [String: Any]
+    public let tokenizerJSON: String
+    public let tokenizerConfig: [String: Any]
+    public let preprocessorConfig: [String: Any]?
+
+    public init(input: String) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory) else {
+            throw FireboltError("no such file or folder", file: input)
+        }
+        var weightPaths: [String]
+        if isDirectory.boolValue {
+            folder = input
+            let index = input + "/model.safetensors.index.json"
+            if FileManager.default.fileExists(atPath: index) {
+                weightPaths = try Self.shards(fromIndex: index)
+            } else {
+                let names = (try? FileManager.default.contentsOfDirectory(atPath: input)) ?? []
+                weightPaths = names.filter { $0.hasSuffix(".safetensors") }.sorted().map { input + "/" + $0 }
+                guard !weightPaths.isEmpty else {
+                    throw FireboltError("folder holds no .safetensors file and no model.safetensors.index.json", file: input)
+                }
+            }
+        } else if input.hasSuffix(".index.json") {
+            folder = URL(fileURLWithPath: input).deletingLastPathComponent().path
+            weightPaths = try Self.shards(fromIndex: input)
+        } else {
+            folder = URL(fileURLWithPath: input).deletingLastPathComponent().path
+            weightPaths = [input]
+        }
+        files = try weightPaths.map { try SafetensorsFile(path: $0) }
+        var owner: [String: SafetensorsFile] = [:]
+        for file in files {
+            for name in file.tensorNames() {
+                if let other = owner[name] {
+                    throw FireboltError("tensor \(name) appears in both \(other.path) and \(file.path)")
+                }
+                owner[name] = file
+            }
+        }
+        self.owner = owner
+
+        config = try Self.readJSONObject(folder + "/config.json", required: true)!
+        let tokenizerPath = folder + "/tokenizer.json"
+        guard let tokenizerData = FileManager.default.contents(atPath: tokenizerPath) else {
+            throw FireboltError("tokenizer.json not found beside the weights (the .fbm file embeds it)", file: tokenizerPath)
+        }
+        guard let text = String(data: tokenizerData, encoding: .utf8),
+              (try? JSONSerialization.jsonObject(with: tokenizerData)) is [String: Any] else {
+            throw FireboltError("not a valid JSON object", file: tokenizerPath)
+        }
+        tokenizerJSON = text
+        tokenizerConfig = try Self.readJSONObject(folder + "/tokenizer_config.json", required: false) ?? [:]
+        preprocessorConfig = try Self.readJSONObject(folder + "/preprocessor_config.json", required: false)
+    }
+
+    public var tensorNames: [String] { owner.keys.sorted() }
+    public func has(_ name: String) -> Bool { owner[name] != nil }
+
+    public func file(for name: String) throws -> SafetensorsFile {
+        guard let f = owner[name] else { throw FireboltError("missing tensor \(name)", file: files.first?.path) }
+        return f
+    }
+
+    public func tensor(_ name: String) throws -> SafetensorsFile.Tensor { try file(for: name).tensor(name) }
+    public func shape(_ name: String) throws -> [Int] { try tensor(name).shape }
+    public var totalInputBytes: Int { files.reduce(0) { $0 + $1.tensors.reduce(0) { $0 + $1.end - $1.begin } } }
+
+    private static func shards(fromIndex path: String) throws -> [String] {
+        guard let object = try readJSONObject(path, required: true) else { return [] }
+        guard let map = object["weight_map"] as? [String: String], !map.isEmpty else {
+            throw FireboltError("index has no weight_map object", file: path)
+        }
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        return Set(map.values).sorted().map { name in
+            name.hasPrefix("/") ? name : folder + "/" + name
+        }
+    }
+
+    static func readJSONObject(_ path: String, required: Bool) throws -> [String: Any]? {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            if required { throw FireboltError("file not found (a checkpoint needs it beside the weights)", file: path) }
+            return nil
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: data), let dict = object as? [String: Any] else {
+            throw FireboltError("not a valid JSON object", file: path)
+        }
+        return dict
+    }
+}
+
+/// Typed look-ups in a decoded JSON object, tolerant of the spellings different exporters use.
+struct JSONObject {
+    let values: [String: Any]
+    init(_ values: [String: Any]) { self.values = values }
+
+    func object(_ key: String) -> JSONObject? { (values[key] as? [String: Any]).map(JSONObject.init) }
+    func string(_ key: String) -> String? { values[key] as? String }
+    func int(_ keys: String...) -> Int? {
+        for k in keys { if let n = values[k] as? NSNumber, !(values[k] is Bool) { return n.intValue } }
+        return nil
+    }
+    func double(_ keys: String...) -> Double? {
+        for k in keys { if let n = values[k] as? NSNumber { return n.doubleValue } }
+        return nil
+    }
+    func ints(_ key: String) -> [Int]? {
+        if let list = values[key] as? [NSNumber] { return list.map(\.intValue) }
+        if let n = values[key] as? NSNumber { return [n.intValue] }
+        return nil
+    }
+    func strings(_ key: String) -> [String]? { values[key] as? [String] }
+}

@@ -1,0 +1,269 @@
+import CZstd
+import Foundation
+import Kernels
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An opened .fbm model: prefix and header parsed and validated, no tensor data read yet.
+/// `loadWeights` brings the tensors into memory — zero-copy from an mmap for uncompressed tensors,
+/// decompressed one tensor at a time into final 64-byte-aligned buffers otherwise.
+public final class FBMFile {
+    public let path: String
+    public let prefix: FBMPrefix
+    public let header: FBMHeader
+    public let fileSize: UInt64
+    private let fd: Int32
+
+    public var config: ModelConfig { header.config }
+    public var tensors: [TensorInfo] { header.tensors }
+
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FireboltError("cannot open model: \(String(cString: strerror(errno)))", file: path) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw FireboltError("not a regular file", file: path)
+        }
+        self.fd = fd
+        let fileSize = UInt64(st.st_size)
+        self.fileSize = fileSize
+        do {
+            var prefixBytes = [UInt8](repeating: 0, count: FBM.fixedHeaderSize)
+            let got = try Self.readFully(fd: fd, into: &prefixBytes, count: min(FBM.fixedHeaderSize, Int(fileSize)), at: 0)
+            let prefix = try prefixBytes.withUnsafeBytes { try FBMPrefix(bytes: UnsafeRawBufferPointer(rebasing: $0[0..<got]), fileSize: fileSize) }
+            self.prefix = prefix
+            var headerBytes = [UInt8](repeating: 0, count: Int(prefix.headerSize))
+            _ = try Self.readFully(fd: fd, into: &headerBytes, count: headerBytes.count, at: UInt64(FBM.fixedHeaderSize))
+            let checksum = headerBytes.withUnsafeBytes { fb_xxh64($0.baseAddress, $0.count, 0) }
+            guard checksum == prefix.headerXXH64 else {
+                throw FireboltError("header checksum mismatch (stored \(hex16(prefix.headerXXH64)), computed \(hex16(checksum))): the file is corrupt")
+            }
+            do {
+                header = try JSONDecoder().decode(FBMHeader.self, from: Data(headerBytes))
+            } catch {
+                throw FireboltError("header is not a valid .fbm header: \(Self.describe(decodingError: error))")
+            }
+            guard header.format == "fbm", header.version == Int(FBM.version) else {
+                throw FireboltError("header declares format '\(header.format)' version \(header.version); expected fbm version \(FBM.version)")
+            }
+            try header.config.text.validate()
+            try header.validateTable(dataSize: prefix.dataSize)
+        } catch let error as FireboltError {
+            close(fd)
+            throw error.inFile(path)
+        } catch {
+            close(fd)
+            throw FireboltError("\(error)", file: path)
+        }
+    }
+
+    deinit { close(fd) }
+
+    public func tensor(named name: String) -> TensorInfo? { header.tensors.first { $0.name == name } }
+
+    /// Reads every tensor's stored bytes and compares them with the table's XXH64.
+    public func verifyChecksums() throws {
+        var buffer = AlignedBuffer(byteCount: 0)
+        for t in header.tensors {
+            buffer.reserve(Int(t.storedBytes))
+            try readStored(t, into: buffer.pointer)
+            try checkChecksum(t, UnsafeRawPointer(buffer.pointer))
+        }
+    }
+
+    /// Loads all tensors. `verify` checks each tensor's checksum as it is brought in.
+    public func loadWeights(verify: Bool = true) throws -> WeightStore {
+        let mappedAll = header.tensors.allSatisfy { $0.compression == .none }
+        var mapping: MemoryMapping? = nil
+        if mappedAll && !header.tensors.isEmpty {
+            mapping = try MemoryMapping(fd: fd, length: Int(fileSize), path: path)
+        }
+        let store = WeightStore(mapping: mapping)
+        var scratch = AlignedBuffer(byteCount: 0)
+        for t in header.tensors {
+            if let mapping {
+                let pointer = UnsafeRawPointer(mapping.base + Int(prefix.dataOffset + t.offset))
+                if verify { try checkChecksum(t, pointer) }
+                store.add(t, pointer: pointer, owned: nil)
+                continue
+            }
+            let destination = AlignedBuffer(byteCount: Int(t.rawBytes))
+            switch t.compression {
+            case .none:
+                try readStored(t, into: destination.pointer)
+                if verify { try checkChecksum(t, UnsafeRawPointer(destination.pointer)) }
+            case .zstd:
+                scratch.reserve(Int(t.storedBytes))
+                try readStored(t, into: scratch.pointer)
+                if verify { try checkChecksum(t, UnsafeRawPointer(scratch.pointer)) }
+                let produced = ZSTD_decompress(destination.pointer, Int(t.rawBytes), scratch.pointer, Int(t.storedBytes))
+                if ZSTD_isError(produced) != 0 {
+                    throw FireboltError("tensor \(t.name): zstd data is corrupt (\(String(cString: ZSTD_getErrorName(produced))))", file: path)
+                }
+                guard produced == Int(t.rawBytes) else {
+                    throw FireboltError("tensor \(t.name): decompressed to \(produced) bytes, expected \(t.rawBytes)", file: path)
+                }
+            }
+            store.add(t, pointer: UnsafeRawPointer(destination.pointer), owned: destination)
+        }
+        return store
+    }
+
+    private func readStored(_ t: TensorInfo, into pointer: UnsafeMutableRawPointer) throws {
+        let position = prefix.dataOffset + t.offset
+        var done = 0
+        let count = Int(t.storedBytes)
+        while done < count {
+            let n = pread(fd, pointer + done, count - done, off_t(position) + off_t(done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw FireboltError("tensor \(t.name): read failed (file truncated?)", file: path) }
+            done += n
+        }
+    }
+
+    private func checkChecksum(_ t: TensorInfo, _ pointer: UnsafeRawPointer) throws {
+        let sum = hex16(fb_xxh64(pointer, Int(t.storedBytes), 0))
+        guard sum == t.xxh64 else {
+            throw FireboltError("tensor \(t.name): checksum mismatch (stored \(t.xxh64), computed \(sum)): the file is corrupt", file: path)
+        }
+    }
+
+    private static func readFully(fd: Int32, into bytes: inout [UInt8], count: Int, at offset: UInt64) throws -> Int {
+        try bytes.withUnsafeMutableBytes { raw in
+            var done = 0
+            while done < count {
+                let n = pread(fd, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 { throw FireboltError("read failed: \(String(cString: strerror(errno)))") }
+                if n == 0 { break }
+                done += n
+            }
+            return done
+        }
+    }
+
+    static func describe(decodingError error: Error) -> String {
+        guard let e = error as? DecodingError else { return "\(error)" }
+        func path(_ context: DecodingError.Context) -> String {
+            context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        }
+        switch e {
+        case .keyNotFound(let key, let c): return "missing key '\(key.stringValue)' at '\(path(c))'"
+        case .typeMismatch(_, let c), .valueNotFound(_, let c): return "wrong value at '\(path(c))': \(c.debugDescription)"
+        case .dataCorrupted(let c): return "invalid JSON at '\(path(c))': \(c.debugDescription)"
+        @unknown default: return "\(error)"
+        }
+    }
+}
+
+/// A read-only private mapping of a whole file.
+final class MemoryMapping {
+    let base: UnsafeMutableRawPointer
+    let length: Int
+
+    init(fd: Int32, length: Int, path: String) throws {
+        guard let p = mmap(nil, length, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+            throw FireboltError("mmap failed: \(String(cString: strerror(errno)))", file: path)
+        }
+        base = p
+        self.length = length
+    }
+
+    deinit { munmap(base, length) }
+}
+
+/// A heap buffer aligned to 64 bytes (SIMD loads, cache lines).
+final class AlignedBufferStorage {
+    var pointer: UnsafeMutableRawPointer
+    var capacity: Int
+
+    init(byteCount: Int) {
+        capacity = max(byteCount, 64)
+        var p: UnsafeMutableRawPointer? = nil
+        guard posix_memalign(&p, 64, capacity) == 0, let p else { fatalError("out of memory allocating \(capacity) bytes") }
+        pointer = p
+    }
+
+    deinit { free(pointer) }
+}
+
+struct AlignedBuffer {
+    private var storage: AlignedBufferStorage
+    init(byteCount: Int) { storage = AlignedBufferStorage(byteCount: byteCount) }
+    var pointer: UnsafeMutableRawPointer { storage.pointer }
+    var owner: AnyObject { storage }
+
+    mutating func reserve(_ byteCount: Int) {
+        if byteCount > storage.capacity { storage = AlignedBufferStorage(byteCount: byteCount) }
+    }
+}
+
+/// The loaded tensors, found by name and shape-checked by the model code that asks for them.
+public final class WeightStore {
+    public struct Entry {
+        public let info: TensorInfo
+        public let pointer: UnsafeRawPointer
+    }
+
+    private var entries: [String: Entry] = [:]
+    private var owners: [AnyObject] = []
+    private let mapping: MemoryMapping?
+
+    init(mapping: MemoryMapping?) { self.mapping = mapping }
+
+    fileprivate func add(_ info: TensorInfo, pointer: UnsafeRawPointer, owned: AlignedBuffer?) {
+        entries[info.name] = Entry(info: info, pointer: pointer)
+        if let owned { owners.append(owned.owner) }
+    }
+
+    public var names: [String] { entries.keys.sorted() }
+    public var isMemoryMapped: Bool { mapping != nil }
+    public var totalBytes: UInt64 { entries.values.reduce(0) { $0 + $1.info.rawBytes } }
+
+    public func entry(_ name: String) throws -> Entry {
+        guard let e = entries[name] else { throw FireboltError("model file has no tensor \(name)") }
+        return e
+    }
+
+    /// A weight matrix [rows, cols] in whatever type it is stored, for the kernels.
+    public func matrix(_ name: String, rows: Int, cols: Int) throws -> fb_matrix {
+        let e = try entry(name)
+        guard e.info.shape == [rows, cols] else {
+            throw FireboltError("tensor \(name) has shape \(e.info.shape), expected [\(rows), \(cols)]")
+        }
+        var m = fb_matrix()
+        m.type = e.info.type.kernelType
+        m.rows = rows
+        m.cols = cols
+        m.data = e.pointer
+        if e.info.type.isQuantized {
+            m.scales = (e.pointer + fb_quant_bytes(m.type, rows, cols)).assumingMemoryBound(to: UInt16.self)
+        }
+        return m
+    }
+
+    /// A small tensor (norm weights, biases, conv taps...) as f32 values, checked against `shape`.
+    public func floats(_ name: String, shape: [Int]) throws -> [Float] {
+        let e = try entry(name)
+        guard e.info.shape == shape else { throw FireboltError("tensor \(name) has shape \(e.info.shape), expected \(shape)") }
+        let count = e.info.elementCount
+        switch e.info.type {
+        case .f32:
+            return Array(UnsafeBufferPointer(start: e.pointer.assumingMemoryBound(to: Float.self), count: count))
+        case .f16:
+            var out = [Float](repeating: 0, count: count)
+            fb_f16_to_f32_array(e.pointer.assumingMemoryBound(to: UInt16.self), &out, count)
+            return out
+        case .q8, .q4:
+            var m = try matrix(name, rows: shape[0], cols: shape[1])
+            var out = [Float](repeating: 0, count: count)
+            out.withUnsafeMutableBufferPointer { buf in
+                for r in 0..<shape[0] { fb_matrix_row(&m, r, buf.baseAddress! + r * shape[1]) }
+            }
+            return out
+        }
+    }
+}
