@@ -28,9 +28,14 @@ let package = Package(
         .executableTarget(name: "fbconvert", dependencies: ["Converter", "Runtime", "CommandLineKit"]),
         .executableTarget(name: "fbrun", dependencies: ["Runtime", "CommandLineKit"]),
 
+        // Fixture paths, temporary folders and running the built tools, for the test targets only.
+        .target(name: "TestSupport", dependencies: ["Runtime"], path: "Tests/Support"),
+
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         .testTarget(name: "CommandLineKitTests", dependencies: ["CommandLineKit"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Kernels"]),
-        .testTarget(name: "ConverterTests", dependencies: ["Converter", "Runtime", "Kernels"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Kernels", "TestSupport"]),
+        .testTarget(name: "ConverterTests", dependencies: ["Converter", "Runtime", "Kernels", "TestSupport"]),
+        // End-to-end: runs the built fbconvert / fbrun binaries as a user would.
+        .testTarget(name: "ToolTests", dependencies: ["fbconvert", "fbrun", "Converter", "Runtime", "Kernels", "TestSupport"]),
     ]
 )

@@ -14,6 +14,7 @@ func runInfo(_ args: [String]) throws {
     let a = try ArgumentParser.parse(args, spec: infoSpec)
     guard let path = a.string("model") else { throw UsageError("--model is required", command: infoSpec.name) }
     let file = try FBMFile(path: path)
+    try file.verifyChecksums()
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     print(String(decoding: try encoder.encode(file.config), as: UTF8.self))

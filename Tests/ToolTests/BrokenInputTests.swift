@@ -1,0 +1,214 @@
+import Converter
+import Foundation
+import Kernels
+import Runtime
+import TestSupport
+import XCTest
+
+/// Every kind of broken input gets a clear error naming the file and the problem, a non-zero exit,
+/// and leaves no output file (nor a temporary one) behind.
+final class BrokenInputTests: XCTestCase {
+    let folder = TemporaryFolder("broken")
+
+    /// A checkpoint folder: the fixture's JSON files beside `weights`, with `config` edits applied.
+    func checkpoint(_ name: String, weights: Data, config: ((inout [String: Any]) -> Void)? = nil) throws -> String {
+        let dir = folder.file(name)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for f in ["tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "special_tokens_map.json"] {
+            try FileManager.default.copyItem(atPath: Fixtures.tiny + "/" + f, toPath: dir + "/" + f)
+        }
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.tiny + "/config.json"))) as! [String: Any]
+        config?(&json)
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        try weights.write(to: URL(fileURLWithPath: dir + "/model.safetensors"))
+        return dir
+    }
+
+    /// The fixture's tensors as raw entries, to be edited.
+    func fixtureEntries() throws -> [(String, String, [Int], Data)] {
+        let file = try SafetensorsFile(path: Fixtures.tiny + "/model.safetensors")
+        return try file.tensorNames().map { name in
+            let t = try file.tensor(name)
+            return (name, t.dtype.rawValue, t.shape, Data(file.bytes(t)))
+        }
+    }
+
+    /// Runs fbconvert on `input` and checks the failure: exit status, message, and that nothing was written.
+    func assertConversionFails(_ input: String, mentions expected: [String], file: StaticString = #filePath, line: UInt = #line) throws {
+        let output = folder.file("out.fbm")
+        let before = Set(folder.contents)
+        let result = try Tools.run("fbconvert", ["--bits", "4", "-q", "-o", output, input])
+        XCTAssertNotEqual(result.status, 0, "fbconvert accepted a broken input", file: file, line: line)
+        XCTAssertNotEqual(result.status, 64, "a broken file is not a usage error", file: file, line: line)
+        XCTAssertLessThan(result.status, 128, "fbconvert crashed: \(result.stderr)", file: file, line: line)
+        for word in expected {
+            XCTAssertTrue(result.stderr.contains(word), "error '\(result.stderr)' does not mention '\(word)'", file: file, line: line)
+        }
+        XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, "the error should be one line: \(result.stderr)", file: file, line: line)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: output), "a failed conversion left an output file", file: file, line: line)
+        XCTAssertEqual(Set(folder.contents), before, "a failed conversion left files behind", file: file, line: line)
+    }
+
+    func testTruncatedSafetensors() throws {
+        let whole = try Data(contentsOf: URL(fileURLWithPath: Fixtures.tiny + "/model.safetensors"))
+        let dir = try checkpoint("truncated", weights: whole.prefix(whole.count / 2))
+        try assertConversionFails(dir, mentions: ["model.safetensors", "outside the data section"])
+        let tiny = try checkpoint("tiny-file", weights: whole.prefix(5))
+        try assertConversionFails(tiny, mentions: ["model.safetensors", "too short"])
+    }
+
+    func testHugeHeaderLength() throws {
+        let dir = try checkpoint("huge", weights: SafetensorsBuilder.bytes(headerJSON: "{}", data: Data(), declaredLength: 1 << 40))
+        try assertConversionFails(dir, mentions: ["model.safetensors", "implausibly large"])
+        let past = try checkpoint("past-end", weights: SafetensorsBuilder.bytes(headerJSON: "{}", data: Data(), declaredLength: 4096))
+        try assertConversionFails(past, mentions: ["model.safetensors", "past the end"])
+    }
+
+    func testBadJSONHeader() throws {
+        let dir = try checkpoint("badjson", weights: SafetensorsBuilder.bytes(headerJSON: "{\"a\": [1, 2", data: Data()))
+        try assertConversionFails(dir, mentions: ["model.safetensors", "not valid JSON"])
+    }
+
+    func testUnknownDType() throws {
+        var entries = try fixtureEntries()
+        entries[0].1 = "Q7"
+        let dir = try checkpoint("dtype", weights: SafetensorsBuilder.raw(entries))
+        try assertConversionFails(dir, mentions: ["model.safetensors", "unknown dtype Q7"])
+    }
+
+    func testOverlappingAndOutOfRangeOffsets() throws {
+        let overlap = "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}"
+        let dir = try checkpoint("overlap", weights: SafetensorsBuilder.bytes(headerJSON: overlap, data: Data(count: 24)))
+        try assertConversionFails(dir, mentions: ["model.safetensors", "overlap"])
+        let outside = "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[16,32]}}"
+        let dir2 = try checkpoint("outside", weights: SafetensorsBuilder.bytes(headerJSON: outside, data: Data(count: 24)))
+        try assertConversionFails(dir2, mentions: ["model.safetensors", "outside the data section"])
+        let size = "{\"a\":{\"dtype\":\"F32\",\"shape\":[5],\"data_offsets\":[0,16]}}"
+        let dir3 = try checkpoint("size", weights: SafetensorsBuilder.bytes(headerJSON: size, data: Data(count: 16)))
+        try assertConversionFails(dir3, mentions: ["model.safetensors", "needs 20 bytes"])
+    }
+
+    func testMissingTensor() throws {
+        let entries = try fixtureEntries().filter { $0.0 != "base_lm.model.layers.1.self_attn.k_layernorm.weight" }
+        let dir = try checkpoint("missing", weights: SafetensorsBuilder.raw(entries))
+        try assertConversionFails(dir, mentions: ["missing tensor base_lm.model.layers.1.self_attn.k_layernorm.weight"])
+    }
+
+    func testWrongShape() throws {
+        var entries = try fixtureEntries()
+        let i = entries.firstIndex { $0.0 == "base_lm.model.layers.2.feed_forward.w2.weight" }!
+        entries[i].2 = [128, 64]  // transposed: same bytes, wrong layout
+        let dir = try checkpoint("shape", weights: SafetensorsBuilder.raw(entries))
+        try assertConversionFails(dir, mentions: ["base_lm.model.layers.2.feed_forward.w2.weight", "[128, 64]", "expected [64, 128]"])
+    }
+
+    func testUnknownModelTypeAndUnexpectedTensor() throws {
+        let whole = try Data(contentsOf: URL(fileURLWithPath: Fixtures.tiny + "/model.safetensors"))
+        let dir = try checkpoint("gpt2", weights: whole) { $0["model_type"] = "gpt2" }
+        try assertConversionFails(dir, mentions: ["config.json", "unknown model_type 'gpt2'"])
+        var entries = try fixtureEntries()
+        entries.append(("model.mystery.weight", "F32", [2], Data(count: 8)))
+        let extra = try checkpoint("extra", weights: SafetensorsBuilder.raw(entries))
+        try assertConversionFails(extra, mentions: ["unexpected tensor model.mystery.weight"])
+    }
+
+    func testMissingInputAndTokenizer() throws {
+        try assertConversionFails(folder.file("does-not-exist"), mentions: ["does-not-exist", "no such file"])
+        let whole = try Data(contentsOf: URL(fileURLWithPath: Fixtures.tiny + "/model.safetensors"))
+        let dir = try checkpoint("notok", weights: whole)
+        try FileManager.default.removeItem(atPath: dir + "/tokenizer.json")
+        try assertConversionFails(dir, mentions: ["tokenizer.json", "not found"])
+    }
+
+    // MARK: .fbm corruptions, reported by the runtime's own reader (fbconvert inspect and fbrun info use it)
+
+    func validModel() throws -> Data {
+        let path = folder.file("good.fbm")
+        if !FileManager.default.fileExists(atPath: path) {
+            var options = ConversionOptions()
+            options.bits = 8
+            _ = try FBMConverter.convert(input: Fixtures.tiny, output: path, options: options)
+        }
+        return try Data(contentsOf: URL(fileURLWithPath: path))
+    }
+
+    func assertInspectFails(_ bytes: Data, mentions expected: [String], file: StaticString = #filePath, line: UInt = #line) throws {
+        let path = folder.file("corrupt.fbm")
+        try bytes.write(to: URL(fileURLWithPath: path))
+        for tool in [("fbconvert", ["inspect", path]), ("fbrun", ["info", "--model", path])] {
+            let result = try Tools.run(tool.0, tool.1)
+            XCTAssertEqual(result.status, 1, "\(tool.0) status for a corrupt model: \(result.stderr)", file: file, line: line)
+            for word in expected + ["corrupt.fbm"] {
+                XCTAssertTrue(result.stderr.contains(word), "\(tool.0): '\(result.stderr)' does not mention '\(word)'", file: file, line: line)
+            }
+        }
+        XCTAssertThrowsError(try FBMFile(path: path).verifyChecksums(), file: file, line: line)
+    }
+
+    func testGoodModelInspects() throws {
+        let path = folder.file("good-copy.fbm")
+        try validModel().write(to: URL(fileURLWithPath: path))
+        let result = try Tools.run("fbconvert", ["inspect", path])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(result.stdout.contains("checksums: all 114 tensors verified"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("model.embed_tokens.weight"))
+    }
+
+    func testBadMagic() throws {
+        var bytes = try validModel()
+        bytes[1] = UInt8(ascii: "X")
+        try assertInspectFails(bytes, mentions: ["bad magic"])
+        try assertInspectFails(Data("hello".utf8), mentions: ["too short"])
+    }
+
+    func testUnknownVersion() throws {
+        var bytes = try validModel()
+        bytes[8] = 99
+        try assertInspectFails(bytes, mentions: ["unsupported .fbm format version 99"])
+    }
+
+    func testTruncated() throws {
+        let bytes = try validModel()
+        try assertInspectFails(bytes.prefix(bytes.count - 100), mentions: ["truncated"])
+        try assertInspectFails(bytes.prefix(200), mentions: ["truncated"])
+    }
+
+    func testChecksumMismatch() throws {
+        var bytes = try validModel()
+        bytes[bytes.count - 70] ^= 0x40  // inside the last tensor's data
+        try assertInspectFails(bytes, mentions: ["checksum mismatch"])
+        var header = try validModel()
+        header[100] ^= 0x01  // inside the JSON header
+        try assertInspectFails(header, mentions: ["header checksum mismatch"])
+    }
+
+    /// Rewrites the header (keeping its checksum valid) so that only the table's own checks can catch the lie.
+    func withEditedHeader(_ edit: (inout FBMHeader) -> Void) throws -> Data {
+        var bytes = try validModel()
+        let (prefix, header) = try bytes.withUnsafeBytes { raw -> (FBMPrefix, FBMHeader) in
+            let p = try FBMPrefix(bytes: raw, fileSize: UInt64(raw.count))
+            let json = Data(raw[64 ..< 64 + Int(p.headerSize)])
+            return (p, try JSONDecoder().decode(FBMHeader.self, from: json))
+        }
+        var edited = header
+        edit(&edited)
+        let json = try edited.encoded()
+        XCTAssertLessThanOrEqual(UInt64(64 + json.count), prefix.dataOffset)
+        let sum = json.withUnsafeBytes { fb_xxh64($0.baseAddress, $0.count, 0) }
+        let newPrefix = FBMPrefix(headerSize: UInt64(json.count), headerXXH64: sum, dataOffset: prefix.dataOffset, dataSize: prefix.dataSize)
+        bytes.replaceSubrange(0..<64, with: newPrefix.encoded())
+        bytes.replaceSubrange(64 ..< 64 + json.count, with: json)
+        return bytes
+    }
+
+    func testOffsetOutOfRange() throws {
+        let bytes = try withEditedHeader { $0.tensors[3].offset = 1 << 40 }
+        try assertInspectFails(bytes, mentions: ["outside the data section"])
+        let unaligned = try withEditedHeader { $0.tensors[2].offset += 8 }
+        try assertInspectFails(unaligned, mentions: ["not a multiple of 64"])
+        let overlap = try withEditedHeader { $0.tensors[2].offset = $0.tensors[1].offset }
+        try assertInspectFails(overlap, mentions: ["overlap"])
+        let size = try withEditedHeader { $0.tensors[0].rawBytes += 1 }
+        try assertInspectFails(size, mentions: ["needs"])
+    }
+}

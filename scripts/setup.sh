@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project builds against (needs root or sudo). Safe to run again.
+set -euo pipefail
+packages=(pkg-config libzstd-dev libopenblas-dev libpng-dev libturbojpeg0-dev)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+fi
+command -v swift >/dev/null || { echo "setup: swift is not on PATH (Swift 6 toolchain needed)" >&2; exit 1; }
