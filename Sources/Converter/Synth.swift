@@ -241,33 +241,6 @@ enum SafetensorsWriter {
     }
 }
 
-/// A small, fast, deterministic generator (SplitMix64) with a Box–Muller normal.
-public struct SplitMix64 {
-    private var state: UInt64
-    private var spare: Float? = nil
-
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    public mutating func uniform() -> Double { Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
-
-    public mutating func normal() -> Float {
-        if let s = spare { spare = nil; return s }
-        let u1 = max(uniform(), 1e-300), u2 = uniform()
-        let r = (-2 * log(u1)).squareRoot()
-        spare = Float(r * sin(2 * .pi * u2))
-        return Float(r * cos(2 * .pi * u2))
-    }
-}
-
 /// A byte-level BPE tokenizer.json with LFM2's layout: special tokens first, then the 256 byte symbols, then merges
 /// up to the vocabulary size. The merges are random but valid, so encoding exercises a real-size merge table.
 enum SynthTokenizer {

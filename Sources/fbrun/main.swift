@@ -1,19 +1,187 @@
 import CommandLineKit
 import Foundation
 import Runtime
+#if canImport(Glibc)
+import Glibc
+#endif
 
-// fbrun: the runtime's command line. Subcommands grow with the runtime (see README).
+// fbrun: question (and image) in, streamed answer out. Subcommands: logits, tokenize, info.
+
+let commonModelOptions: [OptionSpec] = [
+    .value("model", short: "m", "M.fbm", "the model file (from fbconvert)"),
+    .value("threads", short: "t", "N", "threads (default: all cores)"),
+    .value("ctx", "N", "context length in tokens (default 4096)"),
+    .flag("no-verify", "skip the per-tensor checksums at load"),
+]
+
+let generateSpec = CommandSpec(
+    name: "fbrun",
+    usage: "fbrun --model M.fbm --prompt \"…\" [--image I] [--max-tokens N] [--temperature T] [--seed S] [--threads N]\n" +
+        "       fbrun logits|tokenize|info --help",
+    summary: "Answers the prompt, streaming the text to stdout; timing and memory go to stderr at the end.",
+    options: commonModelOptions + [
+        .value("prompt", short: "p", "TEXT", "the question (put in the chat template unless --raw)"),
+        .value("image", short: "i", "FILE", "an image (PNG or JPEG) to ask about"),
+        .flag("raw", "feed the prompt text as is, without the chat template"),
+        .value("max-tokens", short: "n", "N", "stop after N generated tokens (default 256)"),
+        .value("temperature", "T", "0 = greedy; default 0.3"),
+        .value("top-k", "K", "keep the K most likely tokens (0 = off, default)"),
+        .value("top-p", "P", "nucleus sampling threshold (1 = off, default)"),
+        .value("min-p", "P", "drop tokens below P × the top probability (default 0.15)"),
+        .value("repeat-penalty", "R", "penalty for tokens already present (1 = off; default 1.05)"),
+        .value("seed", "S", "random seed for sampling (default: from the clock)"),
+        .flag("json", "print one JSON object at the end instead of streaming"),
+    ],
+    notes: "Subcommands: fbrun logits, fbrun tokenize, fbrun info (each with --help).")
+
+let logitsSpec = CommandSpec(
+    name: "fbrun logits",
+    usage: "fbrun logits --model M.fbm (--prompt \"…\" | --prompt-ids IDS) [--image I] [--incremental] -o out.npy",
+    summary: "Writes float32 logits for every position, shape [T, vocab], as a NumPy .npy file.",
+    options: commonModelOptions + [
+        .value("prompt", short: "p", "TEXT", "text, put in the chat template unless --raw"),
+        .flag("raw", "use the prompt text as is"),
+        .value("prompt-ids", "IDS", "token ids: a .npy of int64/int32, or a comma-separated list, used exactly"),
+        .value("image", short: "i", "FILE", "an image the prompt refers to"),
+        .flag("incremental", "run the tokens one at a time through the caches (the decode path) instead of one batch"),
+        .value("output", short: "o", "OUT.npy", "where to write the logits"),
+    ])
+
+let tokenizeSpec = CommandSpec(
+    name: "fbrun tokenize",
+    usage: "fbrun tokenize --model M.fbm (--text \"…\" [--bos] | --decode 1,2,3)",
+    summary: "Prints the token ids of a text as a JSON array (no BOS unless --bos), or the text of ids.",
+    options: [
+        .value("model", short: "m", "M.fbm", "the model file"),
+        .value("text", "TEXT", "text to encode"),
+        .flag("bos", "add the beginning-of-sequence token"),
+        .value("decode", "IDS", "comma-separated ids to decode"),
+        .flag("skip-special", "leave special tokens out of decoded text"),
+    ])
 
 let infoSpec = CommandSpec(
     name: "fbrun info",
     usage: "fbrun info --model M.fbm",
-    summary: "Prints the model's configuration and sizes.",
+    summary: "Prints the model's configuration and sizes (after checking the file).",
     options: [.value("model", short: "m", "M.fbm", "the model file")])
+
+func requiredModel(_ a: ParsedArguments) throws -> String {
+    guard let path = a.string("model") else { throw UsageError("--model is required", command: a.command) }
+    return path
+}
+
+func threads(_ a: ParsedArguments) throws -> Int {
+    try a.int("threads", default: ProcessInfo.processInfo.activeProcessorCount, range: 1...256)!
+}
+
+func requireNoImage(_ a: ParsedArguments, _ model: LoadedModel) throws {
+    guard let image = a.string("image") else { return }
+    guard model.config.hasVision else {
+        throw FireboltError("this model is text-only (\(model.config.architecture)): it cannot take --image", file: image)
+    }
+    throw FireboltError("image input is not available in this build yet (the vision tower and CMM runtime are pending)", file: image)
+}
+
+func parseIds(_ text: String, command: String) throws -> [Int32] {
+    if text.hasSuffix(".npy") {
+        let array = try NumpyArray(contentsOf: text)
+        guard array.dtype == .int64 || array.dtype == .int32 else {
+            throw FireboltError("token ids must be int64 or int32, found \(array.dtype.rawValue)", file: text)
+        }
+        return try array.int64s.map { v in
+            guard let id = Int32(exactly: v) else { throw FireboltError("token id \(v) is out of range", file: text) }
+            return id
+        }
+    }
+    return try text.split(separator: ",").map { part in
+        guard let id = Int32(part.trimmingCharacters(in: .whitespaces)) else {
+            throw UsageError("'\(part)' is not a token id (expected comma-separated integers or a .npy file)", command: command)
+        }
+        return id
+    }
+}
+
+func runGenerate(_ args: [String]) throws {
+    let a = try ArgumentParser.parse(args, spec: generateSpec)
+    let path = try requiredModel(a)
+    guard let prompt = a.string("prompt") else { throw UsageError("--prompt is required", command: a.command) }
+    var sampling = SamplingOptions()
+    sampling.temperature = Float(try a.double("temperature", default: Double(sampling.temperature), range: 0...100)!)
+    sampling.topK = try a.int("top-k", default: sampling.topK, range: 0...1_000_000)!
+    sampling.topP = Float(try a.double("top-p", default: Double(sampling.topP), range: 0...1)!)
+    sampling.minP = Float(try a.double("min-p", default: Double(sampling.minP), range: 0...1)!)
+    sampling.repeatPenalty = Float(try a.double("repeat-penalty", default: Double(sampling.repeatPenalty), range: 0.01...100)!)
+    sampling.seed = UInt64(try a.int("seed", default: Int(Date().timeIntervalSince1970 * 1000), range: 0...Int.max)!)
+    let maxTokens = try a.int("max-tokens", default: 256, range: 1...1_000_000)!
+    let context = try a.int("ctx", default: 4096, range: 16...1_048_576)!
+
+    let model = try LoadedModel(path: path, verify: !a.flag("no-verify"))
+    try requireNoImage(a, model)
+    let ids = a.flag("raw") ? model.tokenizer.encode(prompt, addBOS: false) : model.chatPromptIds(question: prompt, withImage: false)
+    let generator = TextGenerator(model: model, contextLength: context, threads: try threads(a))
+    var decoder = model.tokenizer.makeStreamingDecoder(skipSpecialTokens: true)
+    var generated: [Int32] = []
+    let json = a.flag("json")
+    let stdout = FileHandle.standardOutput
+    let stats = try generator.generate(prompt: ids, maxTokens: maxTokens, sampling: sampling) { id in
+        generated.append(id)
+        let text = try decoder.append(id)
+        if !json && !text.isEmpty { stdout.write(Data(text.utf8)) }
+        return true
+    }
+    let tail = decoder.finish()
+    if json {
+        let text = try model.tokenizer.decode(generated, skipSpecialTokens: true)
+        let object: [String: Any] = ["prompt_ids": ids.map(Int.init), "generated_ids": generated.map(Int.init), "text": text,
+                                     "stats": try JSONSerialization.jsonObject(with: JSONEncoder().encode(stats))]
+        print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+    } else {
+        stdout.write(Data((tail + "\n").utf8))
+        printError(String(format: "load %.0f ms | prompt %d tokens, prefill %.1f tok/s | generated %d tokens, decode %.1f tok/s | peak RSS %.1f MiB",
+                          stats.loadMs, stats.promptTokens, stats.prefillTokensPerSecond, stats.generatedTokens,
+                          stats.decodeTokensPerSecond, Double(stats.peakRSSBytes) / 1_048_576))
+    }
+}
+
+func runLogits(_ args: [String]) throws {
+    let a = try ArgumentParser.parse(args, spec: logitsSpec)
+    let path = try requiredModel(a)
+    guard let output = a.string("output") else { throw UsageError("-o OUT.npy is required", command: a.command) }
+    guard a.has("prompt") != a.has("prompt-ids") else {
+        throw UsageError("give exactly one of --prompt and --prompt-ids", command: a.command)
+    }
+    let model = try LoadedModel(path: path, verify: !a.flag("no-verify"))
+    try requireNoImage(a, model)
+    let ids: [Int32]
+    if let text = a.string("prompt-ids") {
+        ids = try parseIds(text, command: a.command)
+    } else {
+        let prompt = a.string("prompt")!
+        ids = a.flag("raw") ? model.tokenizer.encode(prompt, addBOS: false) : model.chatPromptIds(question: prompt, withImage: false)
+    }
+    guard !ids.isEmpty else { throw UsageError("no tokens to run", command: a.command) }
+    let context = try a.int("ctx", default: max(4096, ids.count), range: 16...1_048_576)!
+    let generator = TextGenerator(model: model, contextLength: context, threads: try threads(a))
+    let logits = a.flag("incremental") ? try generator.incrementalLogits(ids) : try generator.allLogits(ids)
+    try NumpyArray(float32: logits, shape: [ids.count, model.config.text.vocabSize]).write(to: output)
+}
+
+func runTokenize(_ args: [String]) throws {
+    let a = try ArgumentParser.parse(args, spec: tokenizeSpec)
+    let file = try FBMFile(path: try requiredModel(a))
+    let tokenizer = try Tokenizer(jsonString: file.header.tokenizer)
+    if let text = a.string("text") {
+        print("[" + tokenizer.encode(text, addBOS: a.flag("bos")).map(String.init).joined(separator: ",") + "]")
+    } else if let ids = a.string("decode") {
+        print(try tokenizer.decode(try parseIds(ids, command: a.command), skipSpecialTokens: a.flag("skip-special")))
+    } else {
+        throw UsageError("give --text or --decode", command: a.command)
+    }
+}
 
 func runInfo(_ args: [String]) throws {
     let a = try ArgumentParser.parse(args, spec: infoSpec)
-    guard let path = a.string("model") else { throw UsageError("--model is required", command: infoSpec.name) }
-    let file = try FBMFile(path: path)
+    let file = try FBMFile(path: try requiredModel(a))
     try file.verifyChecksums()
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -25,11 +193,11 @@ func runInfo(_ args: [String]) throws {
 
 ToolMain.run(tool: "fbrun") {
     var args = Array(CommandLine.arguments.dropFirst())
-    switch args.first {
-    case "info":
+    let commands: [String: ([String]) throws -> Void] = ["logits": runLogits, "tokenize": runTokenize, "info": runInfo]
+    if let first = args.first, let command = commands[first] {
         args.removeFirst()
-        try runInfo(args)
-    default:
-        throw UsageError("unknown or missing subcommand (available: info)", command: "fbrun")
+        try command(args)
+    } else {
+        try runGenerate(args)
     }
 }

@@ -76,4 +76,6 @@ uint64_t fb_xxh64(const void *data, size_t len, uint64_t seed);
 #ifdef __cplusplus
 }
 #endif
+
+#include "Ops.h"
 #endif

@@ -1,0 +1,38 @@
+// Element-wise and small-vector operations of the model graphs (norms, activations, RoPE, attention pieces).
+// Portable C written to auto-vectorise; each is the reference the SIMD variants will be tested against.
+#ifndef FIREBOLT_OPS_H
+#define FIREBOLT_OPS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// y = x / sqrt(mean(x^2) + eps) * w          (LFM2 RMSNorm; y may alias x)
+void fb_rmsnorm(const float *x, const float *w, float *y, size_t n, float eps);
+// y = (x - mean) / sqrt(var + eps) * w + b   (PyTorch LayerNorm, biased variance; y may alias x)
+void fb_layernorm(const float *x, const float *w, const float *b, float *y, size_t n, float eps);
+// y = silu(a) * b                             (SwiGLU; y may alias a or b)
+void fb_silu_mul(const float *a, const float *b, float *y, size_t n);
+// x = gelu(x), tanh approximation ("gelu_pytorch_tanh") / exact erf form
+void fb_gelu_tanh(float *x, size_t n);
+void fb_gelu_erf(float *x, size_t n);
+// x = softmax(x) over n values (max-subtracted; entries of -INFINITY become 0)
+void fb_softmax(float *x, size_t n);
+// Rotate-half RoPE on `heads` vectors of head_dim, in place; cos/sin hold head_dim/2 values for this position.
+void fb_rope(float *x, size_t heads, size_t head_dim, const float *cos_table, const float *sin_table);
+float fb_dot(const float *a, const float *b, size_t n);
+// y += a * x
+void fb_axpy(float a, const float *x, float *y, size_t n);
+// y = x + bias (row of n), for `rows` rows of stride n
+void fb_add_bias(float *y, const float *bias, size_t rows, size_t n);
+// y += x
+void fb_add(float *y, const float *x, size_t n);
+// y = a * b (element-wise)
+void fb_mul(const float *a, const float *b, float *y, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

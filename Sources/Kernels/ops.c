@@ -1,0 +1,101 @@
+// Element-wise operations (see include/Ops.h). Accumulations that feed a normalisation are done in double so
+// the results match PyTorch's float32 reductions to well below the parity tolerances.
+#include "Ops.h"
+
+#include <math.h>
+
+void fb_rmsnorm(const float *x, const float *w, float *y, size_t n, float eps) {
+    double ss = 0.0;
+    for (size_t i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
+    const float inv = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    for (size_t i = 0; i < n; i++) y[i] = (x[i] * inv) * w[i];
+}
+
+void fb_layernorm(const float *x, const float *w, const float *b, float *y, size_t n, float eps) {
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) sum += x[i];
+    const double mean = sum / (double)n;
+    double var = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = (double)x[i] - mean;
+        var += d * d;
+    }
+    const float inv = (float)(1.0 / sqrt(var / (double)n + (double)eps));
+    const float m = (float)mean;
+    for (size_t i = 0; i < n; i++) y[i] = (x[i] - m) * inv * w[i] + b[i];
+}
+
+void fb_silu_mul(const float *a, const float *b, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const float v = a[i];
+        y[i] = v / (1.0f + expf(-v)) * b[i];
+    }
+}
+
+void fb_gelu_tanh(float *x, size_t n) {
+    const float k = 0.7978845608028654f;  // sqrt(2/pi)
+    for (size_t i = 0; i < n; i++) {
+        const float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+    }
+}
+
+void fb_gelu_erf(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067811865476f));
+}
+
+void fb_softmax(float *x, size_t n) {
+    float m = -INFINITY;
+    for (size_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    if (m == -INFINITY) {
+        for (size_t i = 0; i < n; i++) x[i] = 0.0f;
+        return;
+    }
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - m);
+        sum += x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (size_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void fb_rope(float *x, size_t heads, size_t head_dim, const float *cos_table, const float *sin_table) {
+    const size_t half = head_dim / 2;
+    for (size_t h = 0; h < heads; h++) {
+        float *v = x + h * head_dim;
+        for (size_t i = 0; i < half; i++) {
+            const float a = v[i], b = v[i + half];
+            v[i] = a * cos_table[i] - b * sin_table[i];
+            v[i + half] = b * cos_table[i] + a * sin_table[i];
+        }
+    }
+}
+
+float fb_dot(const float *a, const float *b, size_t n) {
+    float acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (size_t j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
+    float s = 0.0f;
+    for (; i < n; i++) s += a[i] * b[i];
+    for (size_t j = 0; j < 8; j++) s += acc[j];
+    return s;
+}
+
+void fb_axpy(float a, const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+void fb_add_bias(float *y, const float *bias, size_t rows, size_t n) {
+    for (size_t r = 0; r < rows; r++)
+        for (size_t i = 0; i < n; i++) y[r * n + i] += bias[i];
+}
+
+void fb_add(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+void fb_mul(const float *a, const float *b, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+}

@@ -1,0 +1,179 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A loaded .fbm model: config, tokenizer and the decoder (vision and CMM join here when present).
+public final class LoadedModel {
+    public let file: FBMFile
+    public let config: ModelConfig
+    public let tokenizer: Tokenizer
+    public let decoder: LFM2Model
+    public let loadSeconds: Double
+
+    public init(path: String, verify: Bool = true) throws {
+        let start = Date()
+        file = try FBMFile(path: path)
+        config = file.config
+        let weights = try file.loadWeights(verify: verify)
+        do {
+            tokenizer = try Tokenizer(jsonString: file.header.tokenizer)
+        } catch {
+            throw FireboltError("the embedded tokenizer is unusable: \(error)", file: path)
+        }
+        do {
+            decoder = try LFM2Model(weights: weights, config: config.text)
+        } catch let e as FireboltError {
+            throw e.inFile(path)
+        }
+        loadSeconds = Date().timeIntervalSince(start)
+    }
+
+    /// MODEL-SPEC §4: one user turn with the generation prompt; `<image>\n` first when an image is given.
+    public func chatPromptIds(question: String, withImage: Bool) -> [Int32] {
+        let content = withImage ? "<image>\n" + question : question
+        return tokenizer.encode(Tokenizer.chatPrompt(user: content), addBOS: false)
+    }
+
+    public func checkTokenIds(_ ids: [Int32]) throws {
+        for id in ids where id < 0 || Int(id) >= config.text.vocabSize {
+            throw FireboltError("token id \(id) is out of range (vocabulary has \(config.text.vocabSize) entries)")
+        }
+    }
+}
+
+public enum ProcessMemory {
+    /// Peak resident set size of this process (VmHWM), in bytes.
+    public static var peakResidentBytes: UInt64 { field("VmHWM:") }
+    /// Current resident set size (VmRSS), in bytes.
+    public static var residentBytes: UInt64 { field("VmRSS:") }
+
+    private static func field(_ name: String) -> UInt64 {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in text.split(separator: "\n") where line.hasPrefix(name) {
+            let digits = line.dropFirst(name.count).trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? ""
+            return (UInt64(digits) ?? 0) * 1024
+        }
+        return 0
+    }
+}
+
+public struct GenerationStats: Codable {
+    public var loadMs: Double = 0
+    public var promptTokens = 0
+    public var prefillMs: Double = 0
+    public var generatedTokens = 0
+    public var decodeMs: Double = 0
+    public var peakRSSBytes: UInt64 = 0
+    public var stopReason = ""
+
+    public var prefillTokensPerSecond: Double { prefillMs > 0 ? Double(promptTokens) / (prefillMs / 1000) : 0 }
+    /// Tokens after the first (the first comes from the prefill's logits) over the time spent decoding.
+    public var decodeTokensPerSecond: Double { decodeMs > 0 ? Double(max(0, generatedTokens - 1)) / (decodeMs / 1000) : 0 }
+
+    enum CodingKeys: String, CodingKey {
+        case loadMs = "load_ms", promptTokens = "prompt_tokens", prefillMs = "prefill_ms", generatedTokens = "generated_tokens"
+        case decodeMs = "decode_ms", peakRSSBytes = "peak_rss_bytes", stopReason = "stop_reason"
+        case prefillTokensPerSecond = "prefill_tokens_per_s", decodeTokensPerSecond = "decode_tokens_per_s"
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(loadMs, forKey: .loadMs)
+        try c.encode(promptTokens, forKey: .promptTokens)
+        try c.encode(prefillMs, forKey: .prefillMs)
+        try c.encode(prefillTokensPerSecond, forKey: .prefillTokensPerSecond)
+        try c.encode(generatedTokens, forKey: .generatedTokens)
+        try c.encode(decodeMs, forKey: .decodeMs)
+        try c.encode(decodeTokensPerSecond, forKey: .decodeTokensPerSecond)
+        try c.encode(peakRSSBytes, forKey: .peakRSSBytes)
+        try c.encode(stopReason, forKey: .stopReason)
+    }
+
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        loadMs = try c.decode(Double.self, forKey: .loadMs)
+        promptTokens = try c.decode(Int.self, forKey: .promptTokens)
+        prefillMs = try c.decode(Double.self, forKey: .prefillMs)
+        generatedTokens = try c.decode(Int.self, forKey: .generatedTokens)
+        decodeMs = try c.decode(Double.self, forKey: .decodeMs)
+        peakRSSBytes = try c.decode(UInt64.self, forKey: .peakRSSBytes)
+        stopReason = try c.decode(String.self, forKey: .stopReason)
+    }
+}
+
+/// Prompt in, tokens out, one at a time: prefill as a batch, then decode with the caches.
+public final class TextGenerator {
+    public let model: LoadedModel
+    public let session: LFM2Session
+    private let logits: UnsafeMutablePointer<Float>
+
+    public init(model: LoadedModel, contextLength: Int, threads: Int) {
+        self.model = model
+        session = LFM2Session(model: model.decoder, contextLength: contextLength, threads: threads)
+        logits = .allocate(capacity: model.config.text.vocabSize)
+    }
+
+    deinit { logits.deallocate() }
+
+    /// Generates after `prompt`; `onToken(id)` is called for each generated token and may return false to stop.
+    /// End-of-sequence tokens stop generation and are not passed on.
+    public func generate(prompt: [Int32], maxTokens: Int, sampling: SamplingOptions,
+                         onToken: (Int32) throws -> Bool) throws -> GenerationStats {
+        try model.checkTokenIds(prompt)
+        guard !prompt.isEmpty else { throw FireboltError("the prompt is empty") }
+        guard prompt.count + maxTokens <= session.contextLength + 1 else {
+            throw FireboltError("prompt (\(prompt.count) tokens) + --max-tokens \(maxTokens) exceed the context of \(session.contextLength) tokens (use --ctx)")
+        }
+        var stats = GenerationStats()
+        stats.loadMs = model.loadSeconds * 1000
+        stats.promptTokens = prompt.count
+        session.reset()
+        let sampler = Sampler(options: sampling, vocabularySize: model.config.text.vocabSize)
+        sampler.observe(prompt)
+        let eos = Set(model.config.specialTokens.eos)
+
+        var clock = Date()
+        try session.forward(tokens: prompt, lastLogits: logits)
+        stats.prefillMs = Date().timeIntervalSince(clock) * 1000
+        clock = Date()
+        stats.stopReason = "max_tokens"
+        var single: [Int32] = [0]
+        while stats.generatedTokens < maxTokens {
+            let next = sampler.sample(logits)
+            if eos.contains(next) { stats.stopReason = "eos"; break }
+            stats.generatedTokens += 1
+            sampler.observe(next)
+            if try !onToken(next) { stats.stopReason = "stopped"; break }
+            if stats.generatedTokens == maxTokens { break }
+            single[0] = next
+            try session.forward(tokens: single, lastLogits: logits)
+        }
+        stats.decodeMs = Date().timeIntervalSince(clock) * 1000
+        stats.peakRSSBytes = ProcessMemory.peakResidentBytes
+        return stats
+    }
+
+    /// Logits for every position of `ids` (count × vocab), through one batched forward.
+    public func allLogits(_ ids: [Int32]) throws -> [Float] {
+        try model.checkTokenIds(ids)
+        session.reset()
+        var out = [Float](repeating: 0, count: ids.count * model.config.text.vocabSize)
+        try out.withUnsafeMutableBufferPointer { try session.forward(tokens: ids, lastLogits: nil, allLogits: $0.baseAddress!) }
+        return out
+    }
+
+    /// Logits for every position, one token at a time through the caches (the decode path).
+    public func incrementalLogits(_ ids: [Int32]) throws -> [Float] {
+        try model.checkTokenIds(ids)
+        session.reset()
+        let vocab = model.config.text.vocabSize
+        var out = [Float](repeating: 0, count: ids.count * vocab)
+        for (i, id) in ids.enumerated() {
+            try session.forward(tokens: [id], lastLogits: logits)
+            out.withUnsafeMutableBufferPointer { _ = memcpy($0.baseAddress! + i * vocab, logits, vocab * 4) }
+        }
+        return out
+    }
+}
