@@ -12,6 +12,8 @@ let package = Package(
     targets: [
         // System libraries, found through pkg-config (Debian: libzstd-dev).
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
 
         // Hand-written C kernels: quantization layouts, matrix products, hashing; SIMD chosen at run time.
         .target(name: "Kernels", cSettings: [.unsafeFlags(["-O3"], .when(configuration: .debug))]),
@@ -20,7 +22,7 @@ let package = Package(
         .target(name: "CommandLineKit"),
 
         // The .fbm reader, tokenizer, model graphs and generation.
-        .target(name: "Runtime", dependencies: ["Kernels", "CZstd"]),
+        .target(name: "Runtime", dependencies: ["Kernels", "CZstd", "CPNG", "CTurboJPEG"]),
 
         // safetensors reading, sanitising, quantization policy, .fbm writing.
         .target(name: "Converter", dependencies: ["Runtime", "Kernels", "CZstd"]),
