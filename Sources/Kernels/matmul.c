@@ -1,0 +1,171 @@
+// fb_matmul: the portable scalar reference and the run-time dispatch between implementations.
+#include "Kernels.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define FB_X86 1
+#include <cpuid.h>
+#endif
+
+typedef void (*fb_matmul_fn)(const fb_matrix *, const float *, size_t, size_t, float *, size_t,
+                             size_t, size_t);
+
+#ifdef FB_X86
+void fb__matmul_avx2(const fb_matrix *w, const float *x, size_t ldx, size_t n, float *y, size_t ldy,
+                     size_t row_begin, size_t row_end);
+void fb__matmul_avx512(const fb_matrix *w, const float *x, size_t ldx, size_t n, float *y,
+                       size_t ldy, size_t row_begin, size_t row_end);
+#endif
+
+// ---- scalar reference -------------------------------------------------------------------------------
+// Reads the documented layouts directly; per group of 32, accumulates q*x in float, then scales.
+
+static void matmul_scalar(const fb_matrix *w, const float *x, size_t ldx, size_t n, float *y,
+                          size_t ldy, size_t row_begin, size_t row_end) {
+    const size_t cols = w->cols, ng = cols / FB_GROUP;
+    for (size_t t = 0; t < n; t++) {
+        const float *xt = x + t * ldx;
+        for (size_t r = row_begin; r < row_end; r++) {
+            float sum = 0.0f;
+            switch (w->type) {
+            case FB_F32: {
+                const float *wr = (const float *)w->data + r * cols;
+                for (size_t c = 0; c < cols; c++) sum += wr[c] * xt[c];
+                break;
+            }
+            case FB_F16: {
+                const uint16_t *wr = (const uint16_t *)w->data + r * cols;
+                for (size_t c = 0; c < cols; c++) sum += fb_f16_to_f32(wr[c]) * xt[c];
+                break;
+            }
+            case FB_Q8: {
+                const int8_t *wr = (const int8_t *)w->data + r * cols;
+                for (size_t g = 0; g < ng; g++) {
+                    float acc = 0.0f;
+                    for (int i = 0; i < FB_GROUP; i++)
+                        acc += (float)wr[g * FB_GROUP + i] * xt[g * FB_GROUP + i];
+                    sum += acc * fb_f16_to_f32(w->scales[r * ng + g]);
+                }
+                break;
+            }
+            case FB_Q4: {
+                const uint8_t *wr = (const uint8_t *)w->data + r * cols / 2;
+                for (size_t g = 0; g < ng; g++) {
+                    const uint8_t *b = wr + g * FB_GROUP / 2;
+                    const float *xg = xt + g * FB_GROUP;
+                    float acc = 0.0f;
+                    for (int i = 0; i < FB_GROUP / 2; i++) {
+                        acc += (float)((int)(b[i] & 15) - 8) * xg[i];
+                        acc += (float)((int)(b[i] >> 4) - 8) * xg[i + 16];
+                    }
+                    sum += acc * fb_f16_to_f32(w->scales[r * ng + g]);
+                }
+                break;
+            }
+            }
+            y[t * ldy + r] = sum;
+        }
+    }
+}
+
+// ---- CPU features -------------------------------------------------------------------------------------
+
+enum { CPU_F16C = 1, CPU_AVX2 = 2, CPU_AVX512 = 4, CPU_INIT = 1 << 30 };
+static atomic_int cpu_flags;  // 0 = not yet detected
+
+static int detect_cpu(void) {
+    int f = CPU_INIT;
+#ifdef FB_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+    const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave || !avx) return f;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    const uint64_t xcr0 = ((uint64_t)hi << 32) | lo;
+    if ((xcr0 & 0x6) != 0x6) return f;  // OS does not save YMM state
+    if (f16c) f |= CPU_F16C;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
+    const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1,
+              avx512vl = (b >> 31) & 1;
+    if (avx2 && fma && f16c) f |= CPU_AVX2;
+    if ((f & CPU_AVX2) && avx512f && avx512bw && avx512vl && (xcr0 & 0xe6) == 0xe6) f |= CPU_AVX512;
+#endif
+    return f;
+}
+
+static int cpu(void) {
+    int f = atomic_load_explicit(&cpu_flags, memory_order_relaxed);
+    if (!f) {  // racing first calls compute the same value
+        f = detect_cpu();
+        atomic_store_explicit(&cpu_flags, f, memory_order_relaxed);
+    }
+    return f;
+}
+
+int fb__cpu_has_f16c(void) { return (cpu() & CPU_F16C) != 0; }
+
+// ---- dispatch -------------------------------------------------------------------------------------------
+
+typedef struct {
+    const char *name;
+    int needs;  // CPU_* flags
+    fb_matmul_fn matmul;
+} kernel_set;
+
+static const kernel_set kernel_sets[] = {
+    {"scalar", 0, matmul_scalar},
+#ifdef FB_X86
+    {"avx2", CPU_AVX2, fb__matmul_avx2},
+    {"avx512", CPU_AVX512, fb__matmul_avx512},
+#endif
+};
+#define N_SETS ((int)(sizeof kernel_sets / sizeof kernel_sets[0]))
+
+static atomic_int current = -1;  // index into kernel_sets, -1 = not chosen yet
+
+static int find_set(const char *name) {
+    for (int i = 0; i < N_SETS; i++)
+        if (strcmp(kernel_sets[i].name, name) == 0)
+            return (cpu() & kernel_sets[i].needs) == kernel_sets[i].needs ? i : -1;
+    return -1;
+}
+
+static int current_set(void) {
+    int k = atomic_load_explicit(&current, memory_order_acquire);
+    if (k >= 0) return k;
+    const char *env = getenv("FB_KERNELS");
+    if (env && *env) {
+        k = find_set(env);
+        if (k < 0) k = 0;  // unknown or unsupported: scalar
+    } else {
+        k = 0;
+        for (int i = N_SETS - 1; i > 0; i--)
+            if ((cpu() & kernel_sets[i].needs) == kernel_sets[i].needs) {
+                k = i;
+                break;
+            }
+    }
+    int expected = -1;  // keep a selection made concurrently by fb_kernels_select
+    if (!atomic_compare_exchange_strong(&current, &expected, k)) k = expected;
+    return k;
+}
+
+const char *fb_kernels_name(void) { return kernel_sets[current_set()].name; }
+
+int fb_kernels_select(const char *name) {
+    if (!name) return -1;
+    const int k = find_set(name);
+    if (k < 0) return -1;
+    atomic_store_explicit(&current, k, memory_order_release);
+    return 0;
+}
+
+void fb_matmul(const fb_matrix *w, const float *x, size_t ldx, size_t n, float *y, size_t ldy,
+               size_t row_begin, size_t row_end) {
+    if (n == 0 || row_begin >= row_end) return;
+    kernel_sets[current_set()].matmul(w, x, ldx, n, y, ldy, row_begin, row_end);
+}
