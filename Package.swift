@@ -35,7 +35,7 @@ let package = Package(
 
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         .testTarget(name: "CommandLineKitTests", dependencies: ["CommandLineKit"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Kernels", "TestSupport"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Kernels", "Converter", "TestSupport"]),
         .testTarget(name: "ConverterTests", dependencies: ["Converter", "Runtime", "Kernels", "TestSupport"]),
         // End-to-end: runs the built fbconvert / fbrun binaries as a user would.
         .testTarget(name: "ToolTests", dependencies: ["fbconvert", "fbrun", "Converter", "Runtime", "Kernels", "TestSupport"]),

@@ -1,0 +1,37 @@
+import Converter
+import Foundation
+import Runtime
+import TestSupport
+import XCTest
+
+/// Decoding allocates nothing per token: after the first tokens, resident memory does not grow.
+final class MemoryTests: XCTestCase {
+    func testDecodingAThousandTokensDoesNotGrowMemory() throws {
+        let folder = TemporaryFolder("memory")
+        var options = ConversionOptions()
+        options.bits = 4
+        let path = folder.file("tiny.fbm")
+        _ = try FBMConverter.convert(input: Fixtures.tiny, output: path, options: options)
+        let model = try LoadedModel(path: path)
+        // The KV cache is mapped lazily, so its pages become resident as positions fill: 2 attention layers ×
+        // (K and V) × 2 kv heads × 16 dims × 4 bytes = 512 bytes per token, 0.5 MB for 1,000 tokens. Anything
+        // allocated per token would add far more than that over 1,000 steps (a logits copy alone is 2 KB).
+        let session = LFM2Session(model: model.decoder, contextLength: 1100, threads: 1)
+        let logits = UnsafeMutablePointer<Float>.allocate(capacity: 512)
+        defer { logits.deallocate() }
+        try session.forward(tokens: [1, 3, 90, 88], lastLogits: logits)
+        var samples: [UInt64] = []
+        samples.reserveCapacity(1000)
+        var token: [Int32] = [0]
+        for step in 0..<1000 {
+            token[0] = Int32((step * 37 + 11) % 512)  // any valid ids; eos does not stop this loop
+            try session.forward(tokens: token, lastLogits: logits)
+            samples.append(ProcessMemory.residentBytes)
+        }
+        let growth = Int64(samples.last!) - Int64(samples[10])
+        print("[memory] RSS after token 10: \(samples[10]) bytes, after token \(samples.count): \(samples.last!) bytes (growth \(growth))")
+        let kvBytesPerToken = 2 * 2 * model.config.text.numKeyValueHeads * model.config.text.headDim * 4
+        let expected = Int64(kvBytesPerToken * (samples.count - 10))
+        XCTAssertLessThan(growth, expected + 128 << 10, "resident memory grew by \(growth) bytes while decoding; the KV cache accounts for \(expected)")
+    }
+}
