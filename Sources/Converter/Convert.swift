@@ -128,24 +128,29 @@ public enum FBMConverter {
                                    tokenizer: checkpoint.tokenizerJSON, chatTemplate: plan.chatTemplate,
                                    preprocessor: plan.preprocessor, quantization: quantization,
                                    tensors: zip(plan.tensors, types).map { ($0.name, $1, $0.shape) },
-                                   compression: options.compression, zstdLevel: options.zstdLevel)
+                                   compression: options.compression, zstdLevel: options.zstdLevel, threads: options.threads)
         var parts: [ModelPart: PartSummary] = [:]
         var bytesDone = 0
         let pool = WorkSplitter(threads: options.threads)
+        // Compression, checksums and writes of tensor i overlap the reading and quantizing of tensor i + 1.
+        let background = BackgroundWriter(writer)
         do {
             for (index, (t, type)) in zip(plan.tensors, types).enumerated() {
                 progress?(ConversionProgress(tensorsDone: index, tensorsTotal: plan.tensors.count, bytesDone: bytesDone,
                                              bytesTotal: totalBytes, elapsed: Date().timeIntervalSince(start), currentTensor: t.name))
+                if index + 1 < plan.tensors.count, let next = sourceName(plan.tensors[index + 1]),
+                   let file = try? checkpoint.file(for: next), let tensor = try? file.tensor(next) {
+                    file.prefetch(tensor)
+                }
                 let values = try sourceValues(t, checkpoint: checkpoint)
                 let encoded = encode(values, shape: t.shape, as: type, pool: pool)
                 if let n = sourceName(t) { checkpoint.files.forEach { f in if let s = try? f.tensor(n) { f.release(s) } } }
-                let stored = try writer.writeTensor(index: index, raw: encoded.bytes)
+                try background.submit(index: index, encoded)
 
                 var part = parts[t.part] ?? PartSummary()
                 part.tensors += 1
                 part.parameters += t.shape.reduce(1, *)
                 part.rawBytes += UInt64(encoded.bytes.count)
-                part.storedBytes += stored
                 part.sumSquaredError += encoded.sumSquaredError
                 part.sumSquares += encoded.sumSquares
                 if encoded.sumSquares > 0 {
@@ -154,14 +159,15 @@ public enum FBMConverter {
                 parts[t.part] = part
                 bytesDone += sourceBytes[index]
             }
-            let size = try writer.finish()
+            let (size, stored) = try background.finish()
+            for (index, t) in plan.tensors.enumerated() { parts[t.part]!.storedBytes += stored[index] ?? 0 }
             progress?(ConversionProgress(tensorsDone: plan.tensors.count, tensorsTotal: plan.tensors.count, bytesDone: totalBytes,
                                          bytesTotal: totalBytes, elapsed: Date().timeIntervalSince(start), currentTensor: ""))
             return ConversionSummary(output: output, inputBytes: totalBytes, outputBytes: size,
                                      seconds: Date().timeIntervalSince(start), parts: parts,
                                      tensorTypes: Dictionary(uniqueKeysWithValues: zip(plan.tensors.map(\.name), types)))
         } catch {
-            writer.abort()
+            background.abort()
             throw error
         }
     }
@@ -174,7 +180,7 @@ public enum FBMConverter {
             let file = try checkpoint.file(for: name)
             let source = try file.tensor(name)
             guard source.elementCount == count else { throw FireboltError("tensor \(name): cannot reshape \(source.shape) to \(t.shape)") }
-            let buffer = FloatBuffer(count: count)
+            let buffer = FloatBuffer(count: count, zeroed: false)
             try file.readFloats(source, into: buffer.pointer)
             return buffer
         case .rows(let name, let begin, let end):
@@ -272,6 +278,51 @@ public enum FBMConverter {
     }
 }
 
+/// Runs an FBMWriter on its own serial queue, at most two encoded tensors ahead of the caller.
+final class BackgroundWriter: @unchecked Sendable {
+    private let writer: FBMWriter
+    private let queue = DispatchQueue(label: "fbm-writer")
+    private let slots = DispatchSemaphore(value: 2)
+    private let lock = NSLock()
+    private var failure: Error?
+    private var stored: [Int: UInt64] = [:]
+
+    init(_ writer: FBMWriter) { self.writer = writer }
+
+    private func checkFailure() throws {
+        lock.lock(); defer { lock.unlock() }
+        if let failure { throw failure }
+    }
+
+    func submit(index: Int, _ encoded: FBMConverter.Encoded) throws {
+        try checkFailure()
+        slots.wait()
+        queue.async { [self] in
+            defer { slots.signal() }
+            lock.lock(); let failed = failure != nil; lock.unlock()
+            if failed { return }
+            do {
+                let size = try writer.writeTensor(index: index, raw: encoded.bytes)
+                lock.lock(); stored[index] = size; lock.unlock()
+            } catch {
+                lock.lock(); failure = error; lock.unlock()
+            }
+        }
+    }
+
+    /// Waits for the queued tensors, then writes the header. Returns the file size and each tensor's stored size.
+    func finish() throws -> (UInt64, [Int: UInt64]) {
+        queue.sync {}
+        try checkFailure()
+        return (try writer.finish(), stored)
+    }
+
+    func abort() {
+        queue.sync {}
+        writer.abort()
+    }
+}
+
 /// Writes an .fbm file in one pass: the data section first, at an offset reserved for the largest header the
 /// tensor table can need, then the real header (shorter or equal) and the prefix. Atomic (temp file + rename).
 final class FBMWriter {
@@ -286,7 +337,7 @@ final class FBMWriter {
 
     init(destination: String, generator: String, config: ModelConfig, tokenizer: String, chatTemplate: String?,
          preprocessor: PreprocessorConfig?, quantization: QuantizationInfo, tensors: [(String, TensorType, [Int])],
-         compression: Compression, zstdLevel: Int) throws {
+         compression: Compression, zstdLevel: Int, threads: Int) throws {
         let widest: UInt64 = 999_999_999_999_999  // a data section under 1 PB: no real number is wider
         let rows = tensors.map { name, type, shape in
             TensorInfo(name: name, type: type, shape: shape, groupSize: type.isQuantized ? Int(FB_GROUP) : nil, offset: widest,
@@ -301,6 +352,9 @@ final class FBMWriter {
         self.zstdLevel = zstdLevel
         guard let cctx = ZSTD_createCCtx() else { throw FireboltError("zstd: cannot create a compression context") }
         context = cctx
+        // One frame per tensor, compressed by zstd's own worker threads (a no-op where libzstd lacks them).
+        ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, Int32(zstdLevel))
+        if threads > 1 { ZSTD_CCtx_setParameter(cctx, ZSTD_c_nbWorkers, Int32(threads)) }
         file = try AtomicFileWriter(destination: destination)
     }
 
@@ -313,7 +367,7 @@ final class FBMWriter {
         if compression == .zstd {
             let bound = ZSTD_compressBound(raw.count)
             if compressed.count < bound { compressed = ByteBuffer(count: bound) }
-            let n = ZSTD_compressCCtx(context, compressed.pointer, bound, raw.baseAddress, raw.count, Int32(zstdLevel))
+            let n = ZSTD_compress2(context, compressed.pointer, bound, raw.baseAddress, raw.count)
             if ZSTD_isError(n) != 0 {
                 throw FireboltError("zstd compression failed for \(header.tensors[index].name): \(String(cString: ZSTD_getErrorName(n)))")
             }

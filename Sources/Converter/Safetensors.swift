@@ -188,6 +188,14 @@ public final class SafetensorsFile {
         }
     }
 
+    /// Asks the kernel to start reading this tensor's pages now (overlaps disk reads with work on another tensor).
+    public func prefetch(_ t: Tensor) {
+        guard let base, t.end > t.begin else { return }
+        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (dataStart + t.begin) / pageSize * pageSize
+        madvise(base + start, min(mappedLength, dataStart + t.end) - start, MADV_WILLNEED)
+    }
+
     /// Lets the kernel drop this tensor's pages from our resident set (they are file-backed and clean).
     public func release(_ t: Tensor) {
         guard let base, t.end > t.begin else { return }

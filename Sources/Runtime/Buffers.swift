@@ -18,15 +18,15 @@ public final class ByteBuffer: @unchecked Sendable {
     deinit { free(pointer) }
 }
 
-/// A 64-byte-aligned array of floats, zero-initialised.
+/// A 64-byte-aligned array of floats, zero-initialised unless the caller fills it at once (`zeroed: false`).
 public final class FloatBuffer: @unchecked Sendable {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
 
-    public init(count: Int) {
+    public init(count: Int, zeroed: Bool = true) {
         var p: UnsafeMutableRawPointer? = nil
         guard posix_memalign(&p, 64, max(count * 4, 64)) == 0, let p else { fatalError("out of memory allocating \(count) floats") }
-        memset(p, 0, max(count * 4, 64))
+        if zeroed { memset(p, 0, max(count * 4, 64)) }
         pointer = p.assumingMemoryBound(to: Float.self)
         self.count = count
     }

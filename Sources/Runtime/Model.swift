@@ -3,15 +3,19 @@ import Foundation
 import Glibc
 #endif
 
-/// A loaded .fbm model: config, tokenizer and the decoder (vision and CMM join here when present).
+/// A loaded .fbm model: config, tokenizer, the decoder, and for Firebolt-VL the vision tower and the CMM.
 public final class LoadedModel {
     public let file: FBMFile
     public let config: ModelConfig
     public let tokenizer: Tokenizer
     public let decoder: LFM2Model
+    /// Present for `fireboltlm` models.
+    public let vision: FireboltVLModel?
     public let loadSeconds: Double
+    public let threads: Int
 
-    public init(path: String, verify: Bool = true) throws {
+    public init(path: String, verify: Bool = true, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+        self.threads = threads
         let start = Date()
         file = try FBMFile(path: path)
         config = file.config
@@ -22,7 +26,14 @@ public final class LoadedModel {
             throw FireboltError("the embedded tokenizer is unusable: \(error)", file: path)
         }
         do {
-            decoder = try LFM2Model(weights: weights, config: config.text)
+            if config.hasVision {
+                let vl = try FireboltVLModel(weights: weights, config: config, threads: threads)
+                vision = vl
+                decoder = vl.decoder
+            } else {
+                vision = nil
+                decoder = try LFM2Model(weights: weights, config: config.text)
+            }
         } catch let e as FireboltError {
             throw e.inFile(path)
         }
@@ -35,11 +46,40 @@ public final class LoadedModel {
         return tokenizer.encode(Tokenizer.chatPrompt(user: content), addBOS: false)
     }
 
+    /// Decode, preprocess (the model's own settings) and run the vision tower: the grid X_v the CMM attends to.
+    public func encodeImage(path: String, maxPixels: Int = ImageDecoder.defaultMaxPixels) throws -> EncodedImage {
+        guard let vision else {
+            throw FireboltError("this model is text-only (\(config.architecture)): it cannot take an image", file: path)
+        }
+        var clock = Date()
+        let image = try ImageDecoder.decode(path: path, maxPixels: maxPixels)
+        let decodeMs = Date().timeIntervalSince(clock) * 1000
+        clock = Date()
+        var settings = file.header.preprocessor ?? .siglipDefault
+        if settings.width != settings.height {
+            throw FireboltError("image preprocessing to \(settings.width)×\(settings.height) is not square; the vision grid needs a square image", file: file.path)
+        }
+        settings.doResize = true
+        let pixels = SiglipPreprocessor.pixelValues(image, config: settings)
+        let preprocessMs = Date().timeIntervalSince(clock) * 1000
+        clock = Date()
+        let grid = vision.encodeImage(views: SiglipPreprocessor.views(pixels, size: settings.width, globalSize: vision.vision.config.imageSize))
+        return EncodedImage(grid: grid, width: image.width, height: image.height, decodeMs: decodeMs, preprocessMs: preprocessMs,
+                            visionMs: Date().timeIntervalSince(clock) * 1000)
+    }
+
     public func checkTokenIds(_ ids: [Int32]) throws {
         for id in ids where id < 0 || Int(id) >= config.text.vocabSize {
             throw FireboltError("token id \(id) is out of range (vocabulary has \(config.text.vocabSize) entries)")
         }
     }
+}
+
+/// An image turned into the CMM's grid, with where the time went.
+public struct EncodedImage {
+    public let grid: [Float]
+    public let width: Int, height: Int
+    public let decodeMs: Double, preprocessMs: Double, visionMs: Double
 }
 
 public enum ProcessMemory {
@@ -66,6 +106,12 @@ public struct GenerationStats: Codable {
     public var decodeMs: Double = 0
     public var peakRSSBytes: UInt64 = 0
     public var stopReason = ""
+    /// Time to first token and its parts (image parts are 0 without an image; prefill includes the CMM).
+    public var imageDecodeMs: Double = 0
+    public var preprocessMs: Double = 0
+    public var visionMs: Double = 0
+    public var cmmMs: Double = 0
+    public var ttftMs: Double { imageDecodeMs + preprocessMs + visionMs + prefillMs }
 
     public var prefillTokensPerSecond: Double { prefillMs > 0 ? Double(promptTokens) / (prefillMs / 1000) : 0 }
     /// Tokens after the first (the first comes from the prefill's logits) over the time spent decoding.
@@ -74,6 +120,7 @@ public struct GenerationStats: Codable {
     enum CodingKeys: String, CodingKey {
         case loadMs = "load_ms", promptTokens = "prompt_tokens", prefillMs = "prefill_ms", generatedTokens = "generated_tokens"
         case decodeMs = "decode_ms", peakRSSBytes = "peak_rss_bytes", stopReason = "stop_reason"
+        case imageDecodeMs = "image_decode_ms", preprocessMs = "preprocess_ms", visionMs = "vision_ms", cmmMs = "cmm_ms", ttftMs = "ttft_ms"
         case prefillTokensPerSecond = "prefill_tokens_per_s", decodeTokensPerSecond = "decode_tokens_per_s"
     }
 
@@ -88,6 +135,11 @@ public struct GenerationStats: Codable {
         try c.encode(decodeTokensPerSecond, forKey: .decodeTokensPerSecond)
         try c.encode(peakRSSBytes, forKey: .peakRSSBytes)
         try c.encode(stopReason, forKey: .stopReason)
+        try c.encode(imageDecodeMs, forKey: .imageDecodeMs)
+        try c.encode(preprocessMs, forKey: .preprocessMs)
+        try c.encode(visionMs, forKey: .visionMs)
+        try c.encode(cmmMs, forKey: .cmmMs)
+        try c.encode(ttftMs, forKey: .ttftMs)
     }
 
     public init() {}
@@ -100,19 +152,50 @@ public struct GenerationStats: Codable {
         decodeMs = try c.decode(Double.self, forKey: .decodeMs)
         peakRSSBytes = try c.decode(UInt64.self, forKey: .peakRSSBytes)
         stopReason = try c.decode(String.self, forKey: .stopReason)
+        imageDecodeMs = try c.decodeIfPresent(Double.self, forKey: .imageDecodeMs) ?? 0
+        preprocessMs = try c.decodeIfPresent(Double.self, forKey: .preprocessMs) ?? 0
+        visionMs = try c.decodeIfPresent(Double.self, forKey: .visionMs) ?? 0
+        cmmMs = try c.decodeIfPresent(Double.self, forKey: .cmmMs) ?? 0
     }
 }
 
-/// Prompt in, tokens out, one at a time: prefill as a batch, then decode with the caches.
+/// What generation needs of a sequence: token ids in, logits out, caches kept between calls.
+public protocol SequenceSession: AnyObject {
+    var contextLength: Int { get }
+    func reset()
+    func forward(tokens: [Int32], lastLogits: UnsafeMutablePointer<Float>?, allLogits: UnsafeMutablePointer<Float>?) throws
+}
+
+extension LFM2Session: SequenceSession {}
+extension FireboltVLSession: SequenceSession {}
+
+/// Prompt (and image) in, tokens out, one at a time: prefill as a batch, then decode with the caches.
 public final class TextGenerator {
     public let model: LoadedModel
-    public let session: LFM2Session
+    public let session: SequenceSession
+    private let vlSession: FireboltVLSession?
     private let logits: UnsafeMutablePointer<Float>
 
     public init(model: LoadedModel, contextLength: Int, threads: Int) {
         self.model = model
-        session = LFM2Session(model: model.decoder, contextLength: contextLength, threads: threads)
+        if let vision = model.vision {
+            let s = FireboltVLSession(model: vision, contextLength: contextLength, threads: threads)
+            vlSession = s
+            session = s
+        } else {
+            vlSession = nil
+            session = LFM2Session(model: model.decoder, contextLength: contextLength, threads: threads)
+        }
         logits = .allocate(capacity: model.config.text.vocabSize)
+    }
+
+    /// The image grid (from `LoadedModel.encodeImage`) the following sequences are about; nil for text only.
+    public func setImage(grid: [Float]?) throws {
+        guard let vlSession else {
+            if grid == nil { return }
+            throw FireboltError("this model is text-only (\(model.config.architecture)): it cannot take an image")
+        }
+        try vlSession.setImage(grid: grid)
     }
 
     deinit { logits.deallocate() }
@@ -135,8 +218,9 @@ public final class TextGenerator {
         let eos = Set(model.config.specialTokens.eos)
 
         var clock = Date()
-        try session.forward(tokens: prompt, lastLogits: logits)
+        try session.forward(tokens: prompt, lastLogits: logits, allLogits: nil)
         stats.prefillMs = Date().timeIntervalSince(clock) * 1000
+        stats.cmmMs = (vlSession?.modulatorSeconds ?? 0) * 1000
         clock = Date()
         stats.stopReason = "max_tokens"
         var single: [Int32] = [0]
@@ -148,7 +232,7 @@ public final class TextGenerator {
             if try !onToken(next) { stats.stopReason = "stopped"; break }
             if stats.generatedTokens == maxTokens { break }
             single[0] = next
-            try session.forward(tokens: single, lastLogits: logits)
+            try session.forward(tokens: single, lastLogits: logits, allLogits: nil)
         }
         stats.decodeMs = Date().timeIntervalSince(clock) * 1000
         stats.peakRSSBytes = ProcessMemory.peakResidentBytes
@@ -171,7 +255,7 @@ public final class TextGenerator {
         let vocab = model.config.text.vocabSize
         var out = [Float](repeating: 0, count: ids.count * vocab)
         for (i, id) in ids.enumerated() {
-            try session.forward(tokens: [id], lastLogits: logits)
+            try session.forward(tokens: [id], lastLogits: logits, allLogits: nil)
             out.withUnsafeMutableBufferPointer { _ = memcpy($0.baseAddress! + i * vocab, logits, vocab * 4) }
         }
         return out

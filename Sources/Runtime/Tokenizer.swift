@@ -107,7 +107,7 @@ public final class Tokenizer: @unchecked Sendable {
 
     let model: TokenizerBPEModel
     let idToToken: [String?]
-    let vocab: [String: Int32]
+    let vocab: TokenizerStringTable
     let addedTokens: [TokenizerAddedToken]
     let addedByContent: [String: Int32]
     let isSpecial: [Bool]
@@ -176,13 +176,13 @@ public final class Tokenizer: @unchecked Sendable {
         guard let vocabJ = modelJ["vocab"]?.objectValue else {
             throw TokenizerError("model.vocab is missing or is not an object")
         }
-        var vocab = [String: Int32](minimumCapacity: vocabJ.count)
+        var vocab = TokenizerStringTable(capacityFor: vocabJ.count)
         var maxId = -1
         for (tok, v) in vocabJ {
             guard let id = v.intValue, id >= 0, id <= Int(Int32.max) - 1 else {
                 throw TokenizerError("model.vocab entry \"\(tok)\" has an invalid id (\(v.kindName))")
             }
-            if vocab[tok] == nil { vocab[tok] = Int32(id) }
+            vocab.insert(tok, id: Int32(id))
             maxId = max(maxId, id)
         }
 
@@ -199,7 +199,7 @@ public final class Tokenizer: @unchecked Sendable {
                 }
                 let special = item["special"]?.boolValue ?? false
                 // tokenizers gives an added token the model's id when the content is in the vocabulary.
-                let id = vocab[content].map { Int($0) } ?? jid
+                let id = vocab.get(content).map { Int($0) } ?? jid
                 maxId = max(maxId, id)
                 added.append(TokenizerAddedToken(
                     id: Int32(id), content: content, bytes: Array(content.utf8), special: special,
@@ -211,7 +211,9 @@ public final class Tokenizer: @unchecked Sendable {
 
         let size = maxId + 1
         var idToToken = [String?](repeating: nil, count: size)
-        for (tok, id) in vocab where idToToken[Int(id)] == nil { idToToken[Int(id)] = tok }
+        for (tok, _) in vocabJ {
+            if let id = vocab.get(tok), idToToken[Int(id)] == nil { idToToken[Int(id)] = tok }
+        }
         var addedByContent = [String: Int32]()
         var isSpecial = [Bool](repeating: false, count: size)
         for t in added {
@@ -227,13 +229,13 @@ public final class Tokenizer: @unchecked Sendable {
         var byteToId = [Int32](repeating: -1, count: 256)
         var allBytesPresent = true
         for b in 0..<256 {
-            if let id = vocab[String(Character(Unicode.Scalar(byteChars[b])!))] { byteToId[b] = id } else { allBytesPresent = false }
+            if let id = vocab.get(String(Character(Unicode.Scalar(byteChars[b])!))) { byteToId[b] = id } else { allBytesPresent = false }
         }
         var unkId: Int32? = nil
         if let u = modelJ["unk_token"], !u.isNull {
             guard let us = u.stringValue else { throw TokenizerError("model.unk_token is \(u.kindName), expected a string") }
             // tokenizers only fails when the unk token is actually needed; we need it only for missing bytes.
-            if let id = vocab[us] { unkId = id } else if !allBytesPresent {
+            if let id = vocab.get(us) { unkId = id } else if !allBytesPresent {
                 throw TokenizerError("model.unk_token \"\(us)\" is not in the vocabulary")
             }
         }
@@ -246,6 +248,7 @@ public final class Tokenizer: @unchecked Sendable {
             throw TokenizerError("model.merges is missing or is not an array")
         }
         var table = TokenizerPairTable(capacityFor: mergesJ.count)
+        var joined: [UInt8] = []
         for (rank, m) in mergesJ.enumerated() {
             let a: String, b: String
             switch m {
@@ -261,9 +264,12 @@ public final class Tokenizer: @unchecked Sendable {
             default:
                 throw TokenizerError("model.merges[\(rank)] is \(m.kindName), expected a pair or a string")
             }
-            guard let ia = vocab[a] else { throw TokenizerError("model.merges[\(rank)]: token \"\(a)\" is not in the vocabulary") }
-            guard let ib = vocab[b] else { throw TokenizerError("model.merges[\(rank)]: token \"\(b)\" is not in the vocabulary") }
-            guard let im = vocab[a + b] else { throw TokenizerError("model.merges[\(rank)]: merged token \"\(a + b)\" is not in the vocabulary") }
+            guard let ia = vocab.get(a) else { throw TokenizerError("model.merges[\(rank)]: token \"\(a)\" is not in the vocabulary") }
+            guard let ib = vocab.get(b) else { throw TokenizerError("model.merges[\(rank)]: token \"\(b)\" is not in the vocabulary") }
+            joined.removeAll(keepingCapacity: true)
+            joined.append(contentsOf: a.utf8)
+            joined.append(contentsOf: b.utf8)
+            guard let im = vocab.get(joined) else { throw TokenizerError("model.merges[\(rank)]: merged token \"\(a + b)\" is not in the vocabulary") }
             table.set(ia, ib, rank: Int32(rank), merged: im)
         }
 
@@ -274,7 +280,7 @@ public final class Tokenizer: @unchecked Sendable {
         decodeBytes.reserveCapacity(size * 6)
         var decodeOffsets = [Int32](repeating: 0, count: size + 1)
         var hasToken = [Bool](repeating: false, count: size)
-        var wholeWords: [[UInt8]: Int32]? = ignoreMerges ? [:] : nil
+        var wholeWords: TokenizerStringTable? = ignoreMerges ? TokenizerStringTable(capacityFor: vocabJ.count) : nil
         var tmp: [UInt8] = []
         for i in 0..<size {
             decodeOffsets[i] = Int32(decodeBytes.count)
@@ -294,14 +300,15 @@ public final class Tokenizer: @unchecked Sendable {
         }
         decodeOffsets[size] = Int32(decodeBytes.count)
         if ignoreMerges {
-            for (tok, id) in vocab {
+            for (tok, _) in vocabJ {
+                guard let id = vocab.get(tok) else { continue }
                 var bytes: [UInt8] = []
                 var ok = true
                 for s in tok.unicodeScalars {
                     let v = Int(s.value)
                     if v < 512, charToByte[v] >= 0 { bytes.append(UInt8(charToByte[v])) } else { ok = false; break }
                 }
-                if ok && wholeWords![bytes] == nil { wholeWords![bytes] = id }
+                if ok { wholeWords!.insert(bytes, id: id) }
             }
         }
 
@@ -412,11 +419,11 @@ public final class Tokenizer: @unchecked Sendable {
         }
     }
 
-    static func parsePostProcessor(_ pp: TokenizerJSON, vocab: [String: Int32], added: [String: Int32],
+    static func parsePostProcessor(_ pp: TokenizerJSON, vocab: TokenizerStringTable, added: [String: Int32],
                                    prefix: inout [Int32], suffix: inout [Int32]) throws {
         let type = pp["type"]?.stringValue ?? ""
         func lookup(_ s: String) throws -> Int32 {
-            if let id = added[s] ?? vocab[s] { return id }
+            if let id = added[s] ?? vocab.get(s) { return id }
             throw TokenizerError("post_processor special token \"\(s)\" is not in the vocabulary")
         }
         switch type {
@@ -492,7 +499,7 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// The id of a token string (added tokens first, then the BPE vocabulary).
     public func id(forToken token: String) -> Int32? {
-        addedByContent[token] ?? vocab[token]
+        addedByContent[token] ?? vocab.get(token)
     }
 
     /// Whether the id is a special added token (removed by `skipSpecialTokens`).
@@ -519,6 +526,13 @@ public final class Tokenizer: @unchecked Sendable {
         putState(state)
         if addBOS { out.append(contentsOf: templateSuffix) }
         return out
+    }
+
+    /// Drops the word cache (it is rebuilt as text is encoded; at most 65,536 words are kept).
+    public func clearCache() {
+        stateLock.lock()
+        parkedState = nil
+        stateLock.unlock()
     }
 
     private func takeState() -> TokenizerEncodeState {
@@ -774,7 +788,7 @@ public final class Tokenizer: @unchecked Sendable {
 /// Incremental decoder: feed ids one at a time, get back the text they complete.
 /// Bytes of a UTF-8 character split across tokens are held back until the character is complete, so no chunk
 /// ends with a partial character; the concatenation of all chunks plus `finish()` equals `decode(allIds)`.
-public struct StreamingDecoder {
+public struct StreamingDecoder: Sendable {
     public let tokenizer: Tokenizer
     public let skipSpecialTokens: Bool
     private var pending: [UInt8] = []

@@ -7,9 +7,9 @@
 import Foundation
 
 /// Open-addressing hash map from a (left id, right id) pair to (rank, merged id).
+/// Keys and values are interleaved so that a probe touches one cache line.
 struct TokenizerPairTable {
-    private var keys: [UInt64]
-    private var values: [UInt64]
+    private var table: [UInt64]  // [key0, value0, key1, value1, ...]
     private let mask: Int
     private(set) var count = 0
 
@@ -18,8 +18,7 @@ struct TokenizerPairTable {
     init(capacityFor n: Int) {
         var cap = 16
         while cap < n * 2 { cap <<= 1 }
-        keys = [UInt64](repeating: TokenizerPairTable.empty, count: cap)
-        values = [UInt64](repeating: 0, count: cap)
+        table = [UInt64](repeating: TokenizerPairTable.empty, count: cap * 2)
         mask = cap - 1
     }
 
@@ -36,15 +35,15 @@ struct TokenizerPairTable {
         let k = TokenizerPairTable.key(a, b)
         var s = slot(k)
         while true {
-            if keys[s] == TokenizerPairTable.empty {
-                keys[s] = k
+            if table[2 * s] == TokenizerPairTable.empty {
+                table[2 * s] = k
                 count += 1
                 break
             }
-            if keys[s] == k { break }
+            if table[2 * s] == k { break }
             s = (s + 1) & mask
         }
-        values[s] = UInt64(UInt32(bitPattern: rank)) << 32 | UInt64(UInt32(bitPattern: merged))
+        table[2 * s + 1] = UInt64(UInt32(bitPattern: rank)) << 32 | UInt64(UInt32(bitPattern: merged))
     }
 
     /// (rank, merged id) or nil.
@@ -52,11 +51,11 @@ struct TokenizerPairTable {
     func get(_ a: Int32, _ b: Int32) -> (rank: Int32, merged: Int32)? {
         let k = TokenizerPairTable.key(a, b)
         var s = slot(k)
-        return keys.withUnsafeBufferPointer { kp in
+        return table.withUnsafeBufferPointer { t in
             while true {
-                let kk = kp[s]
+                let kk = t[2 * s]
                 if kk == k {
-                    let v = values[s]
+                    let v = t[2 * s + 1]
                     return (Int32(truncatingIfNeeded: v >> 32), Int32(truncatingIfNeeded: v))
                 }
                 if kk == TokenizerPairTable.empty { return nil }
@@ -66,14 +65,120 @@ struct TokenizerPairTable {
     }
 }
 
+/// Map from byte strings (UTF-8 of token strings, or raw bytes) to ids, compared byte for byte
+/// (Swift String keys would hash through Unicode normalisation, which is slow and merges canonically
+/// equivalent strings that tokenizers keeps apart).
+struct TokenizerStringTable {
+    /// 0 = empty, else (high 32 bits of the hash) << 32 | (entry index + 1).
+    private var slots: [UInt64]
+    /// (arena start) << 32 | length, per entry.
+    private var spans: [UInt64] = []
+    private(set) var ids: [Int32] = []
+    private var arena: [UInt8] = []
+    private var mask: Int
+
+    init(capacityFor n: Int) {
+        var cap = 16
+        while cap < n * 2 { cap <<= 1 }
+        slots = [UInt64](repeating: 0, count: cap)
+        mask = cap - 1
+        spans.reserveCapacity(n)
+        ids.reserveCapacity(n)
+        arena.reserveCapacity(n * 8)
+    }
+
+    var count: Int { ids.count }
+
+    private func find(_ p: UnsafePointer<UInt8>, _ n: Int, _ h: UInt64) -> (slot: Int, entry: Int) {
+        var s = Int(truncatingIfNeeded: h) & mask
+        let tag = h & 0xFFFF_FFFF_0000_0000
+        return slots.withUnsafeBufferPointer { sl in
+            spans.withUnsafeBufferPointer { sp in
+                arena.withUnsafeBufferPointer { a in
+                    while true {
+                        let v = sl[s]
+                        if v == 0 { return (s, -1) }
+                        if v & 0xFFFF_FFFF_0000_0000 == tag {
+                            let e = Int(v & 0xFFFF_FFFF) - 1
+                            let span = sp[e]
+                            if Int(span & 0xFFFF_FFFF) == n {
+                                if n == 0 || memcmp(a.baseAddress! + Int(span >> 32), p, n) == 0 { return (s, e) }
+                            }
+                        }
+                        s = (s + 1) & mask
+                    }
+                }
+            }
+        }
+    }
+
+    /// Inserts unless present; returns false if the key was already there (its id is kept).
+    @discardableResult
+    mutating func insert(_ p: UnsafePointer<UInt8>, _ n: Int, id: Int32) -> Bool {
+        if (ids.count + 1) * 2 > slots.count { grow() }
+        let h = TokenizerWordCache.hash(p, n)
+        let (s, e) = find(p, n, h)
+        if e >= 0 { return false }
+        slots[s] = (h & 0xFFFF_FFFF_0000_0000) | UInt64(ids.count + 1)
+        spans.append(UInt64(arena.count) << 32 | UInt64(n))
+        ids.append(id)
+        arena.append(contentsOf: UnsafeBufferPointer(start: p, count: n))
+        return true
+    }
+
+    @discardableResult
+    mutating func insert(_ bytes: [UInt8], id: Int32) -> Bool {
+        var bytes = bytes
+        if bytes.isEmpty { bytes = [0]; return bytes.withUnsafeBufferPointer { b in insert(b.baseAddress!, 0, id: id) } }
+        return bytes.withUnsafeBufferPointer { b in insert(b.baseAddress!, b.count, id: id) }
+    }
+
+    @discardableResult
+    mutating func insert(_ s: String, id: Int32) -> Bool {
+        var s = s
+        if s.isEmpty { return insert([UInt8](), id: id) }
+        return s.withUTF8 { b in insert(b.baseAddress!, b.count, id: id) }
+    }
+
+    func get(_ p: UnsafePointer<UInt8>, _ n: Int) -> Int32? {
+        let e = find(p, n, TokenizerWordCache.hash(p, n)).entry
+        return e >= 0 ? ids[e] : nil
+    }
+
+    func get(_ bytes: [UInt8]) -> Int32? {
+        if bytes.isEmpty { return [UInt8(0)].withUnsafeBufferPointer { b in get(b.baseAddress!, 0) } }
+        return bytes.withUnsafeBufferPointer { b in get(b.baseAddress!, b.count) }
+    }
+
+    func get(_ s: String) -> Int32? {
+        var s = s
+        if s.isEmpty { return get([UInt8]()) }
+        return s.withUTF8 { b in get(b.baseAddress!, b.count) }
+    }
+
+    private mutating func grow() {
+        let cap = slots.count * 2
+        slots = [UInt64](repeating: 0, count: cap)
+        mask = cap - 1
+        for e in 0..<ids.count {
+            let span = spans[e]
+            let st = Int(span >> 32), n = Int(span & 0xFFFF_FFFF)
+            let h = n == 0 ? [UInt8(0)].withUnsafeBufferPointer { TokenizerWordCache.hash($0.baseAddress!, 0) }
+                : arena.withUnsafeBufferPointer { a in TokenizerWordCache.hash(a.baseAddress! + st, n) }
+            var s = Int(truncatingIfNeeded: h) & mask
+            while slots[s] != 0 { s = (s + 1) & mask }
+            slots[s] = (h & 0xFFFF_FFFF_0000_0000) | UInt64(e + 1)
+        }
+    }
+}
+
 /// Cache from a pre-token's bytes to its ids. Cleared wholesale when full.
 struct TokenizerWordCache {
-    private var slots: [Int32]           // entry index or -1
-    private var hashes: [UInt64] = []
-    private var keyStart: [Int32] = []
-    private var keyLen: [Int32] = []
-    private var idStart: [Int32] = []
-    private var idCount: [Int32] = []
+    /// 0 = empty, else (high 32 bits of the hash) << 32 | (entry index + 1).
+    private var slots: [UInt64]
+    /// Per entry: key (arena start << 32 | length) and ids (idArena start << 32 | count).
+    private var keySpans: [UInt64] = []
+    private var idSpans: [UInt64] = []
     private var keyArena: [UInt8] = []
     private(set) var idArena: [Int32] = []
     private let mask: Int
@@ -84,7 +189,7 @@ struct TokenizerWordCache {
         self.maxEntries = maxEntries
         var cap = 16
         while cap < maxEntries * 2 { cap <<= 1 }
-        slots = [Int32](repeating: -1, count: cap)
+        slots = [UInt64](repeating: 0, count: cap)
         mask = cap - 1
     }
 
@@ -108,42 +213,46 @@ struct TokenizerWordCache {
     }
 
     /// Returns (start, count) into idArena.
+    @inline(__always)
     func lookup(_ p: UnsafePointer<UInt8>, _ n: Int, hash h: UInt64) -> (start: Int, count: Int)? {
         var s = Int(truncatingIfNeeded: h) & mask
-        while true {
-            let e = Int(slots[s])
-            if e < 0 { return nil }
-            if hashes[e] == h && Int(keyLen[e]) == n {
-                let ks = Int(keyStart[e])
-                let equal = keyArena.withUnsafeBufferPointer { kb in memcmp(kb.baseAddress! + ks, p, n) == 0 }
-                if equal { return (Int(idStart[e]), Int(idCount[e])) }
+        let tag = h & 0xFFFF_FFFF_0000_0000
+        return slots.withUnsafeBufferPointer { sl in
+            while true {
+                let v = sl[s]
+                if v == 0 { return nil }
+                if v & 0xFFFF_FFFF_0000_0000 == tag {
+                    let e = Int(v & 0xFFFF_FFFF) - 1
+                    let ks = keySpans[e]
+                    if Int(ks & 0xFFFF_FFFF) == n {
+                        let st = Int(ks >> 32)
+                        let equal = keyArena.withUnsafeBufferPointer { kb in memcmp(kb.baseAddress! + st, p, n) == 0 }
+                        if equal {
+                            let ids = idSpans[e]
+                            return (Int(ids >> 32), Int(ids & 0xFFFF_FFFF))
+                        }
+                    }
+                }
+                s = (s + 1) & mask
             }
-            s = (s + 1) & mask
         }
     }
 
     mutating func insert(_ p: UnsafePointer<UInt8>, _ n: Int, hash h: UInt64, ids: UnsafeBufferPointer<Int32>) {
-        if hashes.count >= maxEntries { clear() }
-        let e = Int32(hashes.count)
-        hashes.append(h)
-        keyStart.append(Int32(keyArena.count))
-        keyLen.append(Int32(n))
-        idStart.append(Int32(idArena.count))
-        idCount.append(Int32(ids.count))
+        if keySpans.count >= maxEntries { clear() }
+        keySpans.append(UInt64(keyArena.count) << 32 | UInt64(n))
+        idSpans.append(UInt64(idArena.count) << 32 | UInt64(ids.count))
         keyArena.append(contentsOf: UnsafeBufferPointer(start: p, count: n))
         idArena.append(contentsOf: ids)
         var s = Int(truncatingIfNeeded: h) & mask
-        while slots[s] >= 0 { s = (s + 1) & mask }
-        slots[s] = e
+        while slots[s] != 0 { s = (s + 1) & mask }
+        slots[s] = (h & 0xFFFF_FFFF_0000_0000) | UInt64(keySpans.count)
     }
 
     mutating func clear() {
-        for k in slots.indices { slots[k] = -1 }
-        hashes.removeAll(keepingCapacity: true)
-        keyStart.removeAll(keepingCapacity: true)
-        keyLen.removeAll(keepingCapacity: true)
-        idStart.removeAll(keepingCapacity: true)
-        idCount.removeAll(keepingCapacity: true)
+        for k in slots.indices { slots[k] = 0 }
+        keySpans.removeAll(keepingCapacity: true)
+        idSpans.removeAll(keepingCapacity: true)
         keyArena.removeAll(keepingCapacity: true)
         idArena.removeAll(keepingCapacity: true)
     }
@@ -156,8 +265,8 @@ struct TokenizerBPEModel {
     let merges: TokenizerPairTable
     let unkId: Int32?
     let fuseUnk: Bool
-    /// Only with ignore_merges: whole byte-level words found in the vocabulary.
-    let wholeWords: [[UInt8]: Int32]?
+    /// Only with ignore_merges: whole byte-level words found in the vocabulary (keyed by their raw bytes).
+    let wholeWords: TokenizerStringTable?
 
     /// Threshold between the quadratic small-word algorithm and the heap algorithm.
     static let smallWordLimit = 48
@@ -181,7 +290,7 @@ struct TokenizerBPEModel {
 
     /// Appends the ids of one pre-token (its raw bytes) to `out`.
     func encodeWord(_ p: UnsafePointer<UInt8>, _ n: Int, into out: inout [Int32], scratch sc: inout TokenizerBPEScratch) {
-        if let ww = wholeWords, let id = ww[Array(UnsafeBufferPointer(start: p, count: n))] {
+        if let ww = wholeWords, let id = ww.get(p, n) {
             out.append(id)
             return
         }

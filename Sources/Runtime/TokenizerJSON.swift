@@ -7,7 +7,7 @@
 import Foundation
 
 /// A parsed JSON value (internal to the tokenizer).
-enum TokenizerJSON {
+enum TokenizerJSON: Sendable {
     case null
     case bool(Bool)
     case int(Int)

@@ -46,7 +46,7 @@ enum ConversionReport {
         lines.append("part         tensors   parameters       raw      stored   ratio   rel. RMS err   max rel. RMS")
         for part in ModelPart.allCases {
             guard let p = s.parts[part] else { continue }
-            lines.append(String(format: "%-10@ %9d %12d %9@ %11@ %6.2fx %14.5f %14.5f", part.rawValue as NSString, p.tensors, p.parameters,
+            lines.append(part.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0) + String(format: " %9d %12d %9@ %11@ %6.2fx %14.5f %14.5f", p.tensors, p.parameters,
                                 Format.bytes(p.rawBytes) as NSString, Format.bytes(p.storedBytes) as NSString,
                                 Double(p.rawBytes) / Double(max(p.storedBytes, 1)), p.relativeRMS, p.maxRelativeRMS))
         }
@@ -54,6 +54,7 @@ enum ConversionReport {
         let stored = s.parts.values.reduce(UInt64(0)) { $0 + $1.storedBytes }
         lines.append(String(format: "compression: %.3fx (raw %@ → stored %@)", Double(raw) / Double(max(stored, 1)),
                             Format.bytes(raw) as NSString, Format.bytes(stored) as NSString))
+        lines.append("peak RSS: \(Format.bytes(ProcessMemory.peakResidentBytes))")
         return lines.joined(separator: "\n")
     }
 }

@@ -22,6 +22,7 @@ let generateSpec = CommandSpec(
     options: commonModelOptions + [
         .value("prompt", short: "p", "TEXT", "the question (put in the chat template unless --raw)"),
         .value("image", short: "i", "FILE", "an image (PNG or JPEG) to ask about"),
+        .value("max-image-pixels", "N", "refuse larger images (default 64000000)"),
         .flag("raw", "feed the prompt text as is, without the chat template"),
         .value("max-tokens", short: "n", "N", "stop after N generated tokens (default 256)"),
         .value("temperature", "T", "0 = greedy; default 0.3"),
@@ -43,6 +44,7 @@ let logitsSpec = CommandSpec(
         .flag("raw", "use the prompt text as is"),
         .value("prompt-ids", "IDS", "token ids: a .npy of int64/int32, or a comma-separated list, used exactly"),
         .value("image", short: "i", "FILE", "an image the prompt refers to"),
+        .value("max-image-pixels", "N", "refuse larger images (default 64000000)"),
         .flag("incremental", "run the tokens one at a time through the caches (the decode path) instead of one batch"),
         .value("output", short: "o", "OUT.npy", "where to write the logits"),
     ])
@@ -74,12 +76,11 @@ func threads(_ a: ParsedArguments) throws -> Int {
     try a.int("threads", default: ProcessInfo.processInfo.activeProcessorCount, range: 1...256)!
 }
 
-func requireNoImage(_ a: ParsedArguments, _ model: LoadedModel) throws {
-    guard let image = a.string("image") else { return }
-    guard model.config.hasVision else {
-        throw FireboltError("this model is text-only (\(model.config.architecture)): it cannot take --image", file: image)
-    }
-    throw FireboltError("image input is not available in this build yet (the vision tower and CMM runtime are pending)", file: image)
+/// The --image, decoded and through the vision tower, or nil; `--max-image-pixels` bounds what is decoded.
+func encodedImage(_ a: ParsedArguments, _ model: LoadedModel) throws -> EncodedImage? {
+    guard let path = a.string("image") else { return nil }
+    let limit = try a.int("max-image-pixels", default: ImageDecoder.defaultMaxPixels, range: 1...Int(Int32.max))!
+    return try model.encodeImage(path: path, maxPixels: limit)
 }
 
 func parseIds(_ text: String, command: String) throws -> [Int32] {
@@ -115,21 +116,28 @@ func runGenerate(_ args: [String]) throws {
     let maxTokens = try a.int("max-tokens", default: 256, range: 1...1_000_000)!
     let context = try a.int("ctx", default: 4096, range: 16...1_048_576)!
 
-    let model = try LoadedModel(path: path, verify: !a.flag("no-verify"))
-    try requireNoImage(a, model)
-    let ids = a.flag("raw") ? model.tokenizer.encode(prompt, addBOS: false) : model.chatPromptIds(question: prompt, withImage: false)
-    let generator = TextGenerator(model: model, contextLength: context, threads: try threads(a))
+    let threadCount = try threads(a)
+    let model = try LoadedModel(path: path, verify: !a.flag("no-verify"), threads: threadCount)
+    let image = try encodedImage(a, model)
+    let ids = a.flag("raw") ? model.tokenizer.encode(prompt, addBOS: false) : model.chatPromptIds(question: prompt, withImage: image != nil)
+    let generator = TextGenerator(model: model, contextLength: context, threads: threadCount)
+    try generator.setImage(grid: image?.grid)
     var decoder = model.tokenizer.makeStreamingDecoder(skipSpecialTokens: true)
     var generated: [Int32] = []
     let json = a.flag("json")
     let stdout = FileHandle.standardOutput
-    let stats = try generator.generate(prompt: ids, maxTokens: maxTokens, sampling: sampling) { id in
+    var stats = try generator.generate(prompt: ids, maxTokens: maxTokens, sampling: sampling) { id in
         generated.append(id)
         let text = try decoder.append(id)
         if !json && !text.isEmpty { stdout.write(Data(text.utf8)) }
         return true
     }
     let tail = decoder.finish()
+    if let image {
+        stats.imageDecodeMs = image.decodeMs
+        stats.preprocessMs = image.preprocessMs
+        stats.visionMs = image.visionMs
+    }
     if json {
         let text = try model.tokenizer.decode(generated, skipSpecialTokens: true)
         let object: [String: Any] = ["prompt_ids": ids.map(Int.init), "generated_ids": generated.map(Int.init), "text": text,
@@ -140,6 +148,11 @@ func runGenerate(_ args: [String]) throws {
         printError(String(format: "load %.0f ms | prompt %d tokens, prefill %.1f tok/s | generated %d tokens, decode %.1f tok/s | peak RSS %.1f MiB",
                           stats.loadMs, stats.promptTokens, stats.prefillTokensPerSecond, stats.generatedTokens,
                           stats.decodeTokensPerSecond, Double(stats.peakRSSBytes) / 1_048_576))
+        if let image {
+            printError(String(format: "time to first token %.0f ms: image %d×%d decode %.0f ms, preprocess %.0f ms, vision tower %.0f ms, CMM %.0f ms, prefill (LFM2) %.0f ms",
+                              stats.ttftMs, image.width, image.height, stats.imageDecodeMs, stats.preprocessMs, stats.visionMs,
+                              stats.cmmMs, stats.prefillMs - stats.cmmMs))
+        }
     }
 }
 
@@ -150,18 +163,20 @@ func runLogits(_ args: [String]) throws {
     guard a.has("prompt") != a.has("prompt-ids") else {
         throw UsageError("give exactly one of --prompt and --prompt-ids", command: a.command)
     }
-    let model = try LoadedModel(path: path, verify: !a.flag("no-verify"))
-    try requireNoImage(a, model)
+    let threadCount = try threads(a)
+    let model = try LoadedModel(path: path, verify: !a.flag("no-verify"), threads: threadCount)
+    let image = try encodedImage(a, model)
     let ids: [Int32]
     if let text = a.string("prompt-ids") {
         ids = try parseIds(text, command: a.command)
     } else {
         let prompt = a.string("prompt")!
-        ids = a.flag("raw") ? model.tokenizer.encode(prompt, addBOS: false) : model.chatPromptIds(question: prompt, withImage: false)
+        ids = a.flag("raw") ? model.tokenizer.encode(prompt, addBOS: false) : model.chatPromptIds(question: prompt, withImage: image != nil)
     }
     guard !ids.isEmpty else { throw UsageError("no tokens to run", command: a.command) }
     let context = try a.int("ctx", default: max(4096, ids.count), range: 16...1_048_576)!
-    let generator = TextGenerator(model: model, contextLength: context, threads: try threads(a))
+    let generator = TextGenerator(model: model, contextLength: context, threads: threadCount)
+    try generator.setImage(grid: image?.grid)
     let logits = a.flag("incremental") ? try generator.incrementalLogits(ids) : try generator.allLogits(ids)
     try NumpyArray(float32: logits, shape: [ids.count, model.config.text.vocabSize]).write(to: output)
 }

@@ -1,0 +1,317 @@
+import Foundation
+import Kernels
+
+// SigLIP vision tower (transformers `SiglipVisionModel`, v1, with the attention-pooling head), MODEL-SPEC §1.
+// One view in (channels first, [C, S, S]), one pooled vector out. Written in the style of LFM2.swift: weights are
+// found by their canonical names (Converter/ModelPlan.swift) and shape-checked at load, products go through
+// `Parallel.matmul`, and the scratch space is allocated once (and regrown only for a larger view).
+//
+//   patches (row-major grid, each flattened [c][ky][kx]) ─► patch_embedding (+ bias) ─► + position table
+//   (bicubic-resized when the grid is not the table's) ─► encoder layers (pre-LN attention, pre-LN MLP)
+//   ─► post_layernorm ─► pooling head: probe attends over all tokens (nn.MultiheadAttention) = r;
+//   r + MLP(layernorm(r)) ─► pooler_output
+
+/// The vision tower's weights, scratch, and per-grid position tables. One view at a time (the scratch and the
+/// position-table cache are not shared across threads; matrix products use `threads` internally).
+public final class SigLIPVisionTower {
+    public let config: VisionConfig
+    /// Keeps the memory the matrices point into alive.
+    public let weights: WeightStore
+
+    struct Attention {
+        let q: fb_matrix, k: fb_matrix, v: fb_matrix, out: fb_matrix
+        let qBias: [Float], kBias: [Float], vBias: [Float], outBias: [Float]
+    }
+
+    struct MLP {
+        let fc1: fb_matrix, fc1Bias: [Float]
+        let fc2: fb_matrix, fc2Bias: [Float]
+    }
+
+    struct Layer {
+        let norm1Weight: [Float], norm1Bias: [Float]
+        let attention: Attention
+        let norm2Weight: [Float], norm2Bias: [Float]
+        let mlp: MLP
+    }
+
+    enum Activation { case tanh, erf }
+
+    let patchEmbedding: fb_matrix
+    let patchBias: [Float]
+    /// The learned position table [side² × hidden], rows in row-major grid order.
+    let positionTable: [Float]
+    /// Grid side the table was trained for (image_size / patch_size).
+    public let tableSide: Int
+    let layers: [Layer]
+    let postNormWeight: [Float], postNormBias: [Float]
+    let probe: [Float]
+    let headAttention: Attention
+    let headNormWeight: [Float], headNormBias: [Float]
+    let headMLP: MLP
+    let activation: Activation
+    let parallel: Parallel
+
+    /// Position tables per grid side, resized once and kept.
+    private var positionCache: [Int: [Float]] = [:]
+    private var scratch: Scratch
+
+    /// Buffers for one view of `tokens` patches.
+    struct Scratch {
+        let tokens: Int
+        let patches: FloatBuffer   // [N × C·p·p]
+        let hidden: FloatBuffer    // residual stream [N × D]
+        let normed: FloatBuffer    // layer-norm output [N × D]
+        let q: FloatBuffer, k: FloatBuffer, v: FloatBuffer  // [N × D]
+        let context: FloatBuffer   // attention output before out_proj [N × D]
+        let projected: FloatBuffer // out_proj / fc2 output [N × D]
+        let mlp: FloatBuffer       // fc1 output [N × I]
+        let scores: FloatBuffer    // attention weights, one row of N per query [N × N]
+
+        init(tokens n: Int, config c: VisionConfig) {
+            tokens = n
+            let d = c.hiddenSize
+            patches = FloatBuffer(count: n * c.numChannels * c.patchSize * c.patchSize)
+            hidden = FloatBuffer(count: n * d)
+            normed = FloatBuffer(count: n * d)
+            q = FloatBuffer(count: n * d)
+            k = FloatBuffer(count: n * d)
+            v = FloatBuffer(count: n * d)
+            context = FloatBuffer(count: n * d)
+            projected = FloatBuffer(count: n * d)
+            mlp = FloatBuffer(count: n * max(c.intermediateSize, d))
+            scores = FloatBuffer(count: n * n)
+        }
+    }
+
+    public init(weights: WeightStore, config: VisionConfig, threads: Int) throws {
+        let d = config.hiddenSize, mlpWidth = config.intermediateSize, p = config.patchSize
+        guard d > 0, mlpWidth > 0, p > 0, config.numChannels > 0, config.numHiddenLayers >= 0,
+              config.numAttentionHeads > 0, d % config.numAttentionHeads == 0, config.imageSize >= p else {
+            throw FireboltError("invalid vision config: hidden \(d) must be a positive multiple of \(config.numAttentionHeads) heads, patch \(p) ≤ image \(config.imageSize)")
+        }
+        switch config.hiddenAct {
+        case "gelu_pytorch_tanh", "gelu_new", "gelu_fast": activation = .tanh
+        case "gelu": activation = .erf
+        default: throw FireboltError("vision hidden_act '\(config.hiddenAct)' is not supported (gelu_pytorch_tanh or gelu)")
+        }
+        self.config = config
+        self.weights = weights
+        parallel = Parallel(threads: threads)
+        let v = "vision_model."
+        patchEmbedding = try weights.matrix(v + "embeddings.patch_embedding.weight", rows: d, cols: config.numChannels * p * p)
+        patchBias = try weights.floats(v + "embeddings.patch_embedding.bias", shape: [d])
+        tableSide = config.imageSize / p
+        positionTable = try weights.floats(v + "embeddings.position_embedding.weight", shape: [tableSide * tableSide, d])
+
+        func attention(_ prefix: String) throws -> Attention {
+            Attention(q: try weights.matrix(prefix + "q_proj.weight", rows: d, cols: d),
+                      k: try weights.matrix(prefix + "k_proj.weight", rows: d, cols: d),
+                      v: try weights.matrix(prefix + "v_proj.weight", rows: d, cols: d),
+                      out: try weights.matrix(prefix + "out_proj.weight", rows: d, cols: d),
+                      qBias: try weights.floats(prefix + "q_proj.bias", shape: [d]),
+                      kBias: try weights.floats(prefix + "k_proj.bias", shape: [d]),
+                      vBias: try weights.floats(prefix + "v_proj.bias", shape: [d]),
+                      outBias: try weights.floats(prefix + "out_proj.bias", shape: [d]))
+        }
+        func mlp(_ prefix: String, width: Int) throws -> MLP {
+            MLP(fc1: try weights.matrix(prefix + "fc1.weight", rows: width, cols: d),
+                fc1Bias: try weights.floats(prefix + "fc1.bias", shape: [width]),
+                fc2: try weights.matrix(prefix + "fc2.weight", rows: d, cols: width),
+                fc2Bias: try weights.floats(prefix + "fc2.bias", shape: [d]))
+        }
+        layers = try (0..<config.numHiddenLayers).map { i in
+            let l = v + "encoder.layers.\(i)."
+            return Layer(norm1Weight: try weights.floats(l + "layer_norm1.weight", shape: [d]),
+                         norm1Bias: try weights.floats(l + "layer_norm1.bias", shape: [d]),
+                         attention: try attention(l + "self_attn."),
+                         norm2Weight: try weights.floats(l + "layer_norm2.weight", shape: [d]),
+                         norm2Bias: try weights.floats(l + "layer_norm2.bias", shape: [d]),
+                         mlp: try mlp(l + "mlp.", width: mlpWidth))
+        }
+        postNormWeight = try weights.floats(v + "post_layernorm.weight", shape: [d])
+        postNormBias = try weights.floats(v + "post_layernorm.bias", shape: [d])
+        let h = v + "head."
+        probe = try weights.floats(h + "probe", shape: [1, d])
+        headAttention = try attention(h + "attention.")
+        headNormWeight = try weights.floats(h + "layernorm.weight", shape: [d])
+        headNormBias = try weights.floats(h + "layernorm.bias", shape: [d])
+        // The head's MLP width is its own tensor's (it equals intermediate_size in SigLIP, but need not).
+        let headWidth = try weights.entry(h + "mlp.fc1.weight").info.shape.first ?? mlpWidth
+        headMLP = try mlp(h + "mlp.", width: headWidth)
+        scratch = Scratch(tokens: tableSide * tableSide, config: config)
+    }
+
+    /// Number of patches along one side of a view of `size` pixels (the stride-p convolution drops a remainder).
+    public func gridSide(forViewSize size: Int) -> Int { size / config.patchSize }
+
+    /// The position embeddings for a `side × side` patch grid ([side² × hidden], row-major): the table itself for
+    /// the trained grid, otherwise the table bicubically resized (computed once per side, then cached).
+    public func positionEmbeddings(gridSide side: Int) -> [Float] {
+        if side == tableSide { return positionTable }
+        if let cached = positionCache[side] { return cached }
+        let table = Self.bicubicResize(positionTable, side: tableSide, channels: config.hiddenSize, to: side)
+        positionCache[side] = table
+        return table
+    }
+
+    /// Resizes a square grid of vectors ([side² × channels], channels last) to `outSide × outSide` as
+    /// `F.interpolate(mode="bicubic", align_corners=False, antialias=False)` with an explicit `size` does in
+    /// PyTorch (CPU, float32): source coordinate (dst + 0.5)·(in/out) − 0.5 (not clamped), base index
+    /// min(floor(src), in−1), fraction clamped to [0, 1], Keys cubic with a = −0.75, the four taps' indices
+    /// clamped to the border; along x first, then the four row results combined along y.
+    public static func bicubicResize(_ input: [Float], side: Int, channels: Int, to outSide: Int) -> [Float] {
+        precondition(input.count == side * side * channels && side > 0 && outSide > 0)
+        let a: Float = -0.75
+        func near(_ x: Float) -> Float { ((a + 2) * x - (a + 3)) * x * x + 1 }          // |x| ≤ 1
+        func far(_ x: Float) -> Float { ((a * x - 5 * a) * x + 8 * a) * x - 4 * a }     // 1 < |x| < 2
+        let scale = Float(side) / Float(outSide)
+        // Per output index: the four clamped source indices and their weights (same for both axes).
+        var taps = [(Int, Float)](repeating: (0, 0), count: outSide * 4)
+        for o in 0..<outSide {
+            let source = scale * (Float(o) + 0.5) - 0.5
+            let base = min(Int(source.rounded(.down)), side - 1)
+            let t = min(max(source - Float(base), 0), 1)
+            let w = [far(t + 1), near(t), near(1 - t), far(2 - t)]
+            for j in 0..<4 { taps[o * 4 + j] = (min(max(base - 1 + j, 0), side - 1), w[j]) }
+        }
+        var out = [Float](repeating: 0, count: outSide * outSide * channels)
+        var row = [Float](repeating: 0, count: 4 * channels)
+        input.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for oy in 0..<outSide {
+                    for ox in 0..<outSide {
+                        // Interpolate along x in each of the four source rows.
+                        for i in 0..<4 {
+                            let y = taps[oy * 4 + i].0
+                            for c in 0..<channels {
+                                var acc: Float = 0
+                                for j in 0..<4 {
+                                    let (x, w) = taps[ox * 4 + j]
+                                    acc += w * src[(y * side + x) * channels + c]
+                                }
+                                row[i * channels + c] = acc
+                            }
+                        }
+                        let o = (oy * outSide + ox) * channels
+                        for c in 0..<channels {
+                            var acc: Float = 0
+                            for i in 0..<4 { acc += taps[oy * 4 + i].1 * row[i * channels + c] }
+                            dst[o + c] = acc
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// One view [C, size, size] (channels first) through the tower; writes the pooled vector (hidden floats).
+    public func pooled(view: UnsafePointer<Float>, size: Int, into out: UnsafeMutablePointer<Float>) {
+        let c = config, d = c.hiddenSize, p = c.patchSize, channels = c.numChannels
+        let side = gridSide(forViewSize: size)
+        precondition(side > 0, "a view of \(size) pixels is smaller than one \(p)-pixel patch")
+        let n = side * side
+        if scratch.tokens < n { scratch = Scratch(tokens: n, config: c) }
+        let s = scratch
+        let eps = c.layerNormEps
+
+        // Patchify: patch (py, px) in row-major order, flattened [c][ky][kx] like the reshaped conv weight.
+        let patchWidth = channels * p * p
+        for py in 0..<side {
+            for px in 0..<side {
+                let row = s.patches.pointer + (py * side + px) * patchWidth
+                for ch in 0..<channels {
+                    for ky in 0..<p {
+                        memcpy(row + (ch * p + ky) * p, view + (ch * size + py * p + ky) * size + px * p, p * 4)
+                    }
+                }
+            }
+        }
+        parallel.matmul(patchEmbedding, s.patches.pointer, n, s.hidden.pointer)
+        fb_add_bias(s.hidden.pointer, patchBias, n, d)
+        positionEmbeddings(gridSide: side).withUnsafeBufferPointer { fb_add(s.hidden.pointer, $0.baseAddress!, n * d) }
+
+        for layer in layers {
+            for r in 0..<n { fb_layernorm(s.hidden.pointer + r * d, layer.norm1Weight, layer.norm1Bias, s.normed.pointer + r * d, d, eps) }
+            parallel.matmul(layer.attention.q, s.normed.pointer, n, s.q.pointer)
+            fb_add_bias(s.q.pointer, layer.attention.qBias, n, d)
+            projectKeysValues(layer.attention, from: s.normed.pointer, n)
+            attend(queries: s.q.pointer, n, keys: n)
+            parallel.matmul(layer.attention.out, s.context.pointer, n, s.projected.pointer)
+            fb_add_bias(s.projected.pointer, layer.attention.outBias, n, d)
+            fb_add(s.hidden.pointer, s.projected.pointer, n * d)
+
+            for r in 0..<n { fb_layernorm(s.hidden.pointer + r * d, layer.norm2Weight, layer.norm2Bias, s.normed.pointer + r * d, d, eps) }
+            runMLP(layer.mlp, input: s.normed.pointer, n, output: s.projected.pointer)
+            fb_add(s.hidden.pointer, s.projected.pointer, n * d)
+        }
+        for r in 0..<n { fb_layernorm(s.hidden.pointer + r * d, postNormWeight, postNormBias, s.normed.pointer + r * d, d, eps) }
+
+        // Pooling head (nn.MultiheadAttention with the probe as the only query), then r + MLP(layernorm(r)).
+        let head = headAttention
+        probe.withUnsafeBufferPointer { parallel.matmul(head.q, $0.baseAddress!, 1, s.q.pointer) }
+        fb_add_bias(s.q.pointer, head.qBias, 1, d)
+        projectKeysValues(head, from: s.normed.pointer, n)
+        attend(queries: s.q.pointer, 1, keys: n)
+        parallel.matmul(head.out, s.context.pointer, 1, out)
+        fb_add_bias(out, head.outBias, 1, d)
+        fb_layernorm(out, headNormWeight, headNormBias, s.normed.pointer, d, eps)
+        runMLP(headMLP, input: s.normed.pointer, 1, output: s.projected.pointer)
+        fb_add(out, s.projected.pointer, d)
+    }
+
+    /// Convenience: the pooled vector of one view given as an array ([C, size, size]).
+    public func pooled(view: [Float]) -> [Float] {
+        let size = Int((Double(view.count / config.numChannels)).squareRoot().rounded())
+        precondition(size * size * config.numChannels == view.count, "a view must hold \(config.numChannels) square channels")
+        var out = [Float](repeating: 0, count: config.hiddenSize)
+        view.withUnsafeBufferPointer { v in out.withUnsafeMutableBufferPointer { pooled(view: v.baseAddress!, size: size, into: $0.baseAddress!) } }
+        return out
+    }
+
+    /// k = x Wkᵀ + bk and v = x Wvᵀ + bv for the n rows of x, into the scratch k and v.
+    private func projectKeysValues(_ a: Attention, from x: UnsafePointer<Float>, _ n: Int) {
+        let d = config.hiddenSize
+        parallel.matmul(a.k, x, n, scratch.k.pointer)
+        fb_add_bias(scratch.k.pointer, a.kBias, n, d)
+        parallel.matmul(a.v, x, n, scratch.v.pointer)
+        fb_add_bias(scratch.v.pointer, a.vBias, n, d)
+    }
+
+    /// Multi-head softmax(q kᵀ / √head_dim) v for `queries` rows of scratch q over `keys` rows of scratch k / v
+    /// (no mask), into scratch context. Query rows are split across threads; each uses its own scores row.
+    private func attend(queries: UnsafeMutablePointer<Float>, _ count: Int, keys n: Int) {
+        let d = config.hiddenSize, heads = config.numAttentionHeads, hd = d / heads
+        let scale = 1 / Float(hd).squareRoot()
+        let q = UnsafeSendable(queries), k = UnsafeSendable(scratch.k.pointer), v = UnsafeSendable(scratch.v.pointer)
+        let context = UnsafeSendable(scratch.context.pointer), scores = UnsafeSendable(scratch.scores.pointer)
+        parallel.forEachChunk(count, work: count * n * d * 2) { begin, end in
+            for r in begin..<end {
+                let row = scores.value + r * n
+                for head in 0..<heads {
+                    let query = q.value + r * d + head * hd
+                    for j in 0..<n { row[j] = fb_dot(query, k.value + j * d + head * hd, hd) * scale }
+                    fb_softmax(row, n)
+                    let o = context.value + r * d + head * hd
+                    memset(o, 0, hd * 4)
+                    for j in 0..<n { fb_axpy(row[j], v.value + j * d + head * hd, o, hd) }
+                }
+            }
+        }
+    }
+
+    /// fc2(gelu(fc1 x + b1)) + b2 for n rows.
+    private func runMLP(_ m: MLP, input: UnsafePointer<Float>, _ n: Int, output: UnsafeMutablePointer<Float>) {
+        let width = m.fc1.rows
+        let hidden = scratch.mlp.pointer
+        parallel.matmul(m.fc1, input, n, hidden)
+        fb_add_bias(hidden, m.fc1Bias, n, width)
+        switch activation {
+        case .tanh: fb_gelu_tanh(hidden, n * width)
+        case .erf: fb_gelu_erf(hidden, n * width)
+        }
+        parallel.matmul(m.fc2, hidden, n, output)
+        fb_add_bias(output, m.fc2Bias, n, config.hiddenSize)
+    }
+}
