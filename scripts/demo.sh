@@ -16,4 +16,5 @@ fi
 "$bin/fbconvert" --bits 4 -o "$work/firebolt-vl-q4.fbm" "$work/firebolt-vl-synth"
 "$bin/fbconvert" inspect "$work/firebolt-vl-q4.fbm" > "$work/firebolt-vl-q4.inspect.txt"
 head -16 "$work/firebolt-vl-q4.inspect.txt"
-"$bin/fbrun" --model "$work/firebolt-vl-q4.fbm" --prompt "What is in the picture?" --max-tokens 48 --temperature 0
+"$bin/fbrun" --model "$work/firebolt-vl-q4.fbm" --image assets/example.png --prompt "What is in the picture?" \
+    --max-tokens 48 --temperature 0
