@@ -61,7 +61,7 @@ public final class LFM2Model {
 
     /// Bytes of weights read per decoded token (every matrix once, the output head included).
     public var bytesPerToken: Int {
-        func size(_ m: fb_matrix) -> Int { fb_quant_bytes(m.type, m.rows, m.cols) + fb_scale_bytes(m.type, m.rows, m.cols) + (m.type == FB_F32 ? m.rows * m.cols * 4 : m.type == FB_F16 ? m.rows * m.cols * 2 : 0) }
+        func size(_ m: fb_matrix) -> Int { fb_quant_bytes(m.type, m.rows, m.cols) + fb_scale_bytes(m.type, m.rows, m.cols) }
         var total = size(embedTokens)
         for l in layers {
             total += size(l.w1) + size(l.w2) + size(l.w3)

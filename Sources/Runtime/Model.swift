@@ -202,7 +202,8 @@ public final class TextGenerator {
 
     /// Generates after `prompt`; `onToken(id)` is called for each generated token and may return false to stop.
     /// End-of-sequence tokens stop generation and are not passed on.
-    public func generate(prompt: [Int32], maxTokens: Int, sampling: SamplingOptions,
+    /// `ignoreEOS` keeps generating past end-of-sequence tokens (benchmarks want a fixed token count).
+    public func generate(prompt: [Int32], maxTokens: Int, sampling: SamplingOptions, ignoreEOS: Bool = false,
                          onToken: (Int32) throws -> Bool) throws -> GenerationStats {
         try model.checkTokenIds(prompt)
         guard !prompt.isEmpty else { throw FireboltError("the prompt is empty") }
@@ -215,7 +216,7 @@ public final class TextGenerator {
         session.reset()
         let sampler = Sampler(options: sampling, vocabularySize: model.config.text.vocabSize)
         sampler.observe(prompt)
-        let eos = Set(model.config.specialTokens.eos)
+        let eos = ignoreEOS ? [] : Set(model.config.specialTokens.eos)
 
         var clock = Date()
         try session.forward(tokens: prompt, lastLogits: logits, allLogits: nil)

@@ -4,13 +4,14 @@
 //   added tokens (leftmost-longest, non-normalized ones first, then normalized ones)
 //   -> [normalizer: only `null` is supported]
 //   -> pre-tokenizer (LFM2 split regex or GPT-2 regex, hand-written scanners) -> ByteLevel byte->char mapping
-//   -> BPE (lowest-rank merge first) -> post-processor template (BOS) when asked.
+//   -> BPE (lowest-rank merge first, word cache) -> post-processor template (BOS) when asked.
 // Decoding: ids -> token strings -> ByteLevel chars -> bytes -> UTF-8 (invalid sequences become U+FFFD),
 // i.e. `decode(ids, skip_special_tokens=...)` with clean_up_tokenization_spaces = false.
 //
 // Supported tokenizer.json features (anything else throws a TokenizerError naming it):
-//   model: BPE with vocab + merges (["a","b"] pairs or "a b" strings), ignore_merges, unk_token/fuse_unk,
-//          byte_fallback; dropout must be null/0; continuing_subword_prefix / end_of_word_suffix must be null.
+//   model: BPE with vocab + merges (["a","b"] pairs or "a b" strings), ignore_merges, unk_token / fuse_unk;
+//          byte_fallback only when every byte-level character is in the vocabulary (then it never applies);
+//          dropout must be null/0; continuing_subword_prefix / end_of_word_suffix must be null.
 //   added_tokens: special or not, normalized or not, lstrip / rstrip / single_word (same rules as tokenizers).
 //   normalizer: null only.
 //   pre_tokenizer: Sequence[Split(LFM2 or GPT-2 regex, Isolated, invert false), ByteLevel(use_regex false)],
@@ -19,6 +20,10 @@
 //                   RobertaProcessing / BertProcessing (cls ... sep), or a Sequence of these.
 //   decoder: ByteLevel (other decoder types throw).
 // Not supported: pair encodings, truncation/padding (ignored), offsets, encode_special_tokens = true.
+// Differences from tokenizers: decoding an id outside the vocabulary (or a gap in the ids) throws instead of
+// being dropped silently.
+// Thread safety: all methods may be called concurrently; the word cache is handed to one encode call at a time
+// (a concurrent call works with a fresh cache).
 
 import Foundation
 
@@ -221,8 +226,10 @@ public final class Tokenizer: @unchecked Sendable {
             if addedByContent[t.content] == nil { addedByContent[t.content] = t.id }
         }
         // skip_special_tokens removes every id whose token string is a special added token's content.
-        let specialContents = Set(added.filter { $0.special }.map { $0.content })
-        for i in 0..<size { if let s = idToToken[i], specialContents.contains(s) { isSpecial[i] = true } }
+        for t in added where t.special {
+            isSpecial[Int(t.id)] = true
+            if let v = vocab.get(t.content) { isSpecial[Int(v)] = true }
+        }
 
         // --- byte-level alphabet
         let byteChars = Tokenizer.bytesToUnicode
@@ -250,26 +257,42 @@ public final class Tokenizer: @unchecked Sendable {
         var table = TokenizerPairTable(capacityFor: mergesJ.count)
         var joined: [UInt8] = []
         for (rank, m) in mergesJ.enumerated() {
-            let a: String, b: String
+            // The two halves as UTF-8 in `joined`, split at `cut`.
+            joined.removeAll(keepingCapacity: true)
+            var cut = 0
             switch m {
             case .array(let pair):
                 guard pair.count == 2, let x = pair[0].stringValue, let y = pair[1].stringValue else {
                     throw TokenizerError("model.merges[\(rank)] is not a pair of strings")
                 }
-                a = x; b = y
+                joined.append(contentsOf: x.utf8)
+                cut = joined.count
+                joined.append(contentsOf: y.utf8)
             case .string(let s):
-                let parts = s.split(separator: " ", omittingEmptySubsequences: false)
-                guard parts.count == 2 else { throw TokenizerError("model.merges[\(rank)] \"\(s)\" is not of the form \"a b\"") }
-                a = String(parts[0]); b = String(parts[1])
+                // "a b": exactly one space (tokenizers splits on ' ' and wants two parts).
+                joined.append(contentsOf: s.utf8)
+                guard let sp = joined.firstIndex(of: 0x20), !joined[(sp + 1)...].contains(0x20) else {
+                    throw TokenizerError("model.merges[\(rank)] \"\(s)\" is not of the form \"a b\"")
+                }
+                joined.remove(at: sp)
+                cut = sp
             default:
                 throw TokenizerError("model.merges[\(rank)] is \(m.kindName), expected a pair or a string")
             }
-            guard let ia = vocab.get(a) else { throw TokenizerError("model.merges[\(rank)]: token \"\(a)\" is not in the vocabulary") }
-            guard let ib = vocab.get(b) else { throw TokenizerError("model.merges[\(rank)]: token \"\(b)\" is not in the vocabulary") }
-            joined.removeAll(keepingCapacity: true)
-            joined.append(contentsOf: a.utf8)
-            joined.append(contentsOf: b.utf8)
-            guard let im = vocab.get(joined) else { throw TokenizerError("model.merges[\(rank)]: merged token \"\(a + b)\" is not in the vocabulary") }
+            let ids: (Int32?, Int32?, Int32?) = joined.withUnsafeBufferPointer { j in
+                // A one-byte dummy keeps the pointer valid for empty halves.
+                let base = j.baseAddress ?? UnsafePointer(bitPattern: 1)!
+                return (vocab.get(base, cut), vocab.get(base + cut, j.count - cut), vocab.get(base, j.count))
+            }
+            guard let ia = ids.0 else {
+                throw TokenizerError("model.merges[\(rank)]: token \"\(String(decoding: joined[..<cut], as: UTF8.self))\" is not in the vocabulary")
+            }
+            guard let ib = ids.1 else {
+                throw TokenizerError("model.merges[\(rank)]: token \"\(String(decoding: joined[cut...], as: UTF8.self))\" is not in the vocabulary")
+            }
+            guard let im = ids.2 else {
+                throw TokenizerError("model.merges[\(rank)]: merged token \"\(String(decoding: joined, as: UTF8.self))\" is not in the vocabulary")
+            }
             table.set(ia, ib, rank: Int32(rank), merged: im)
         }
 
@@ -551,7 +574,7 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// tokenizers' AddedVocabulary::find_matches over p[s..<e], appended to `out` as (start, end, id or -1).
     func findAddedMatches(_ matcher: TokenizerAddedMatcher, _ p: UnsafePointer<UInt8>, _ s: Int, _ e: Int,
-                          bmp: UnsafePointer<UInt8>, into out: inout [(start: Int, end: Int, id: Int32)]) {
+                          into out: inout [(start: Int, end: Int, id: Int32)]) {
         var pos = s
         var startOffset = s
         while let m = matcher.find(p, from: pos, end: e) {
@@ -581,16 +604,17 @@ public final class Tokenizer: @unchecked Sendable {
                      into out: inout [Int32], state st: inout TokenizerEncodeState) {
         st.segments.removeAll(keepingCapacity: true)
         if let m1 = nonNormalizedMatcher {
-            findAddedMatches(m1, p, 0, n, bmp: bmp, into: &st.segments)
+            findAddedMatches(m1, p, 0, n, into: &st.segments)
         } else {
             st.segments.append((0, n, -1))
         }
         if let m2 = normalizedMatcher {
-            var second: [(start: Int, end: Int, id: Int32)] = []
-            for seg in st.segments {
-                if seg.id >= 0 { second.append(seg) } else { findAddedMatches(m2, p, seg.start, seg.end, bmp: bmp, into: &second) }
+            st.inner.removeAll(keepingCapacity: true)
+            let first = st.segments
+            for seg in first {
+                if seg.id >= 0 { st.inner.append(seg) } else { findAddedMatches(m2, p, seg.start, seg.end, into: &st.inner) }
             }
-            st.segments = second
+            swap(&st.segments, &st.inner)
         }
         let scanner = TokenizerScanner(p: p, bmp: bmp)
         var k = 0

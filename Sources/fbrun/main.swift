@@ -33,7 +33,7 @@ let generateSpec = CommandSpec(
         .value("seed", "S", "random seed for sampling (default: from the clock)"),
         .flag("json", "print one JSON object at the end instead of streaming"),
     ],
-    notes: "Subcommands: fbrun logits, fbrun tokenize, fbrun info (each with --help).")
+    notes: "Subcommands: fbrun logits, fbrun tokenize, fbrun info, fbrun bench (each with --help).")
 
 let logitsSpec = CommandSpec(
     name: "fbrun logits",
@@ -208,7 +208,7 @@ func runInfo(_ args: [String]) throws {
 
 ToolMain.run(tool: "fbrun") {
     var args = Array(CommandLine.arguments.dropFirst())
-    let commands: [String: ([String]) throws -> Void] = ["logits": runLogits, "tokenize": runTokenize, "info": runInfo]
+    let commands: [String: ([String]) throws -> Void] = ["logits": runLogits, "tokenize": runTokenize, "info": runInfo, "bench": runBench]
     if let first = args.first, let command = commands[first] {
         args.removeFirst()
         try command(args)

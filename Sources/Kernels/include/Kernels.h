@@ -78,4 +78,5 @@ uint64_t fb_xxh64(const void *data, size_t len, uint64_t seed);
 #endif
 
 #include "Ops.h"
+#include "Probe.h"
 #endif
