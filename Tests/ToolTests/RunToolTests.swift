@@ -1,0 +1,110 @@
+import Converter
+import Foundation
+import Runtime
+import TestSupport
+import XCTest
+
+/// fbrun as a user runs it: generation, logits, tokenize, and one clear line for every kind of bad input.
+final class RunToolTests: XCTestCase {
+    static let folder = TemporaryFolder("fbrun")
+    static let model: String = {
+        let path = folder.file("tiny-32.fbm")
+        var options = ConversionOptions()
+        options.bits = 32
+        _ = try? FBMConverter.convert(input: Fixtures.tiny, output: path, options: options)
+        return path
+    }()
+    var question: String { (try? String(contentsOfFile: Fixtures.golden + "/prompt.txt", encoding: .utf8)) ?? "" }
+
+    func json(_ args: [String]) throws -> [String: Any] {
+        let r = try Tools.run("fbrun", args)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        return try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+    }
+
+    func golden(_ name: String) throws -> [Int] { try Fixtures.npy(name).int64s.map { Int($0) } }
+
+    func testGreedyAnswerWithImageMatchesReference() throws {
+        let out = try json(["--model", Self.model, "--image", Fixtures.tiny + "/image.png", "--prompt", question,
+                            "--temperature", "0", "--max-tokens", "12", "--json"])
+        XCTAssertEqual(out["prompt_ids"] as? [Int], try golden("input_ids.npy"))
+        XCTAssertEqual(out["generated_ids"] as? [Int], try golden("greedy_ids.npy"))
+        let stats = out["stats"] as! [String: Any]
+        XCTAssertGreaterThan(stats["vision_ms"] as! Double, 0)
+        XCTAssertGreaterThan(stats["peak_rss_bytes"] as! Double, 0)
+    }
+
+    func testGreedyAnswerTextOnlyMatchesReference() throws {
+        let out = try json(["--model", Self.model, "--prompt", question, "--temperature", "0", "--max-tokens", "12", "--json"])
+        XCTAssertEqual(out["prompt_ids"] as? [Int], try golden("text_only_input_ids.npy"))
+        XCTAssertEqual(out["generated_ids"] as? [Int], try golden("greedy_text_only_ids.npy"))
+    }
+
+    func testStreamingPrintsTextAndStats() throws {
+        let r = try Tools.run("fbrun", ["--model", Self.model, "--prompt", question, "--temperature", "0", "--max-tokens", "12"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let ids = try golden("greedy_text_only_ids.npy").map { Int32($0) }
+        let tokenizer = try Tokenizer(jsonString: String(contentsOfFile: Fixtures.tiny + "/tokenizer.json", encoding: .utf8))
+        XCTAssertEqual(r.stdout, try tokenizer.decode(ids, skipSpecialTokens: true) + "\n")
+        for word in ["load", "prefill", "tok/s", "decode", "peak RSS"] { XCTAssertTrue(r.stderr.contains(word), r.stderr) }
+    }
+
+    func testLogitsWithImageMatchReference() throws {
+        let out = Self.folder.file("logits.npy")
+        let r = try Tools.run("fbrun", ["logits", "--model", Self.model, "--image", Fixtures.tiny + "/image.png",
+                                        "--prompt-ids", Fixtures.golden + "/input_ids.npy", "-o", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let got = try NumpyArray(contentsOf: out), want = try Fixtures.npy("logits.npy")
+        XCTAssertEqual(got.shape, [26, 512])
+        let g = want.floats
+        let maxDiff = zip(got.floats, g).map { abs($0 - $1) }.max()!
+        // float32 end to end against a float32 reference (observed ~1e-5 of the largest logit).
+        XCTAssertLessThan(maxDiff, 1e-4 * g.map(abs).max()!)
+    }
+
+    func testTokenize() throws {
+        let ids = try Tools.run("fbrun", ["tokenize", "--model", Self.model, "--text", "What color is the big circle?"])
+        XCTAssertEqual(ids.status, 0, ids.stderr)
+        XCTAssertEqual(ids.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "[325,280,367,281,270,410,427,36]")
+        let bos = try Tools.run("fbrun", ["tokenize", "--model", Self.model, "--text", "What", "--bos"])
+        XCTAssertTrue(bos.stdout.hasPrefix("[1,"), bos.stdout)
+        let text = try Tools.run("fbrun", ["tokenize", "--model", Self.model, "--decode", "325,280,367"])
+        XCTAssertEqual(text.stdout, "What color\n")  // 325 "What", 280 " col", 367 "or"
+    }
+
+    func assertFails(_ args: [String], status: Int32 = 1, mentions: [String], file: StaticString = #filePath, line: UInt = #line) throws {
+        let r = try Tools.run("fbrun", args)
+        XCTAssertEqual(r.status, status, "\(args): \(r.stderr)", file: file, line: line)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, status == 64 ? 2 : 1, "not one line: \(r.stderr)", file: file, line: line)
+        for word in mentions { XCTAssertTrue(r.stderr.contains(word), "'\(r.stderr)' lacks '\(word)'", file: file, line: line) }
+    }
+
+    func testErrorsAreOneClearLine() throws {
+        try assertFails(["--model", Self.folder.file("nope.fbm"), "--prompt", "hi"], mentions: ["nope.fbm", "cannot open"])
+        let textFile = Self.folder.file("notes.txt")
+        try "not a model".write(toFile: textFile, atomically: true, encoding: .utf8)
+        try assertFails(["--model", textFile, "--prompt", "hi"], mentions: ["notes.txt", "too short"])
+        try assertFails(["--model", Self.model, "--image", textFile, "--prompt", "hi"], mentions: ["notes.txt"])
+        try assertFails(["--model", Self.model, "--image", Self.folder.file("missing.png"), "--prompt", "hi"], mentions: ["missing.png"])
+        try assertFails(["logits", "--model", Self.model, "--prompt-ids", "1,2,99999", "-o", Self.folder.file("x.npy")],
+                        mentions: ["token id 99999 is out of range"])
+        try assertFails(["logits", "--model", Self.model, "--prompt-ids", "1,zz", "-o", Self.folder.file("x.npy")], status: 64,
+                        mentions: ["'zz' is not a token id"])
+        try assertFails(["tokenize", "--model", Self.model, "--decode", "600"], mentions: ["out of range"])
+        try assertFails(["--model", Self.model], status: 64, mentions: ["--prompt is required"])
+        try assertFails(["--model", Self.model, "--prompt", "hi", "--temperature", "hot"], status: 64, mentions: ["--temperature"])
+        try assertFails(["--prompt", "hi", "--model", Self.model, "--ctx", "16", "--max-tokens", "4"], mentions: ["context"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: Self.folder.file("x.npy")))
+    }
+
+    func testBenchJSONHasTheDocumentedKeys() throws {
+        let out = try json(["bench", "--model", Self.model, "--prompt-tokens", "8", "--gen-tokens", "4", "--image", "--repeat", "1",
+                            "--threads", "1", "--json"])
+        for key in ["load_ms", "vision_ms", "cmm_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "ttft_ms", "peak_rss_bytes",
+                    "model_bytes", "bandwidth_bytes_per_s", "decode_efficiency", "threads", "kernels"] {
+            XCTAssertNotNil(out[key], "bench JSON lacks \(key)")
+        }
+        XCTAssertGreaterThan((out["vision_ms"] as! [String: Any])["median"] as! Double, 0)
+        XCTAssertGreaterThan(out["bandwidth_bytes_per_s"] as! Double, 1e8)
+    }
+}
