@@ -31,18 +31,9 @@ public final class AtomicFileWriter {
 
     deinit { abort() }
 
+    /// Appends after everything written so far with `write`.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        var offset = 0
-        while offset < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-            if n < 0 {
-                if errno == EINTR { continue }
-                let reason = String(cString: strerror(errno))
-                abort()
-                throw FireboltError("write failed: \(reason)", file: destination)
-            }
-            offset += n
-        }
+        try write(bytes, at: bytesWritten)
         bytesWritten += UInt64(bytes.count)
     }
 

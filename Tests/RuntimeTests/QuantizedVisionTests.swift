@@ -15,9 +15,7 @@ final class QuantizedVisionTests: XCTestCase {
         let folder = TemporaryFolder("vlq")
         let golden = try Fixtures.npy("logits.npy").floats
         let ids = try Fixtures.npy("input_ids.npy").int64s.map { Int32($0) }
-        let vocab = 512, positions = ids.count
-        let goldenRMS = (golden.reduce(0.0) { $0 + Double($1 * $1) } / Double(golden.count)).squareRoot()
-        let goldenMax = golden.map(abs).max()!
+        let vocab = 512
         let bounds: [(bits: Int, rms: Double, max: Double, agreement: Double)] = [(16, 1.7e-3, 2.1e-3, 1.0), (8, 0.044, 0.055, 0.8), (4, 0.65, 0.8, 0.35)]
         for b in bounds {
             var options = ConversionOptions()
@@ -29,20 +27,11 @@ final class QuantizedVisionTests: XCTestCase {
                            b.bits == 4 ? .q4 : b.bits == 8 ? .q8 : .f16, "the vision tower is quantized too")
             let generator = TextGenerator(model: model, contextLength: 64, threads: 2)
             try generator.setImage(grid: try model.encodeImage(path: Fixtures.tiny + "/image.png").grid)
-            let logits = try generator.allLogits(ids)
-            let rms = (zip(logits, golden).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) } / Double(golden.count)).squareRoot() / goldenRMS
-            let worst = Double(zip(logits, golden).map { abs($0 - $1) }.max()! / goldenMax)
-            var agree = 0
-            for p in 0..<positions {
-                let a = logits[p * vocab ..< (p + 1) * vocab], g = golden[p * vocab ..< (p + 1) * vocab]
-                if a.indices.max(by: { a[$0] < a[$1] }) == g.indices.max(by: { g[$0] < g[$1] }) { agree += 1 }
-            }
-            let agreement = Double(agree) / Double(positions)
-            print(String(format: "[vl] %d-bit with image: logit error RMS %.5f, max %.5f (relative); top-1 agreement %.3f (%d/%d)",
-                         b.bits, rms, worst, agreement, agree, positions))
-            XCTAssertLessThan(rms, b.rms, "\(b.bits) bits")
-            XCTAssertLessThan(worst, b.max, "\(b.bits) bits")
-            XCTAssertGreaterThanOrEqual(agreement, b.agreement, "\(b.bits) bits")
+            let c = LogitComparison(try generator.allLogits(ids), golden: golden, vocab: vocab)
+            print("[vl] \(b.bits)-bit with image: \(c)")
+            XCTAssertLessThan(c.rmsRelative, b.rms, "\(b.bits) bits")
+            XCTAssertLessThan(c.maxRelative, b.max, "\(b.bits) bits")
+            XCTAssertGreaterThanOrEqual(c.agreement, b.agreement, "\(b.bits) bits")
         }
     }
 }

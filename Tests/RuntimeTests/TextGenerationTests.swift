@@ -77,25 +77,15 @@ final class TextGenerationTests: XCTestCase {
     /// top-2 margins are small, so 4-bit top-1 agreement is low here; the real model is judged by the benchmarks.
     func testQuantizedLogitsStayWithinBounds() throws {
         let golden = try goldenLogits
-        let vocab = 512, positions = golden.count / vocab
-        let goldenRMS = (golden.reduce(0.0) { $0 + Double($1 * $1) } / Double(golden.count)).squareRoot()
+        let vocab = 512
         let bounds: [(bits: Int, rms: Double, max: Float, agreement: Double)] = [(16, 2e-3, 3e-3, 1.0), (8, 0.045, 0.07, 0.9), (4, 0.65, 1.0, 0.35)]
         for b in bounds {
             let generator = TextGenerator(model: try model(bits: b.bits), contextLength: 64, threads: 2)
-            let logits = try generator.allLogits(try promptIds)
-            let maxRelative = Self.relativeError(logits, golden)
-            let rmsRelative = (zip(logits, golden).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) } / Double(golden.count)).squareRoot() / goldenRMS
-            var agree = 0
-            for p in 0..<positions {
-                let a = Array(logits[p * vocab ..< (p + 1) * vocab]), g = Array(golden[p * vocab ..< (p + 1) * vocab])
-                if a.indices.max(by: { a[$0] < a[$1] }) == g.indices.max(by: { g[$0] < g[$1] }) { agree += 1 }
-            }
-            let agreement = Double(agree) / Double(positions)
-            print(String(format: "[lfm2] %d-bit: logit error RMS %.5f, max %.5f (relative to the golden's RMS / max); top-1 agreement %.3f (%d/%d)",
-                         b.bits, rmsRelative, maxRelative, agreement, agree, positions))
-            XCTAssertLessThan(rmsRelative, b.rms, "\(b.bits) bits")
-            XCTAssertLessThan(maxRelative, b.max, "\(b.bits) bits")
-            XCTAssertGreaterThanOrEqual(agreement, b.agreement, "\(b.bits) bits")
+            let c = LogitComparison(try generator.allLogits(try promptIds), golden: golden, vocab: vocab)
+            print("[lfm2] \(b.bits)-bit: \(c)")
+            XCTAssertLessThan(c.rmsRelative, b.rms, "\(b.bits) bits")
+            XCTAssertLessThan(c.maxRelative, Double(b.max), "\(b.bits) bits")
+            XCTAssertGreaterThanOrEqual(c.agreement, b.agreement, "\(b.bits) bits")
         }
     }
 

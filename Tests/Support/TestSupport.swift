@@ -110,3 +110,39 @@ public enum SafetensorsBuilder {
         return bytes(headerJSON: "{" + entries.joined(separator: ",") + "}", data: data)
     }
 }
+
+/// How far logits are from golden ones: RMS and worst error relative to the golden's RMS and largest value, and
+/// how often the top-1 token agrees, over `positions` rows of `vocab` logits.
+public struct LogitComparison: CustomStringConvertible {
+    public let rmsRelative: Double
+    public let maxRelative: Double
+    public let agreement: Double
+    public let agreeing: Int
+    public let positions: Int
+
+    public init(_ logits: [Float], golden: [Float], vocab: Int) {
+        precondition(logits.count == golden.count && golden.count % vocab == 0, "logit shapes differ")
+        var err = 0.0, norm = 0.0, worst: Float = 0, largest: Float = 0
+        for (a, g) in zip(logits, golden) {
+            err += Double((a - g) * (a - g))
+            norm += Double(g * g)
+            worst = max(worst, abs(a - g))
+            largest = max(largest, abs(g))
+        }
+        rmsRelative = (err / norm).squareRoot()
+        maxRelative = Double(worst / largest)
+        positions = golden.count / vocab
+        var agree = 0
+        for p in 0..<positions {
+            let a = logits[p * vocab ..< (p + 1) * vocab], g = golden[p * vocab ..< (p + 1) * vocab]
+            if a.indices.max(by: { a[$0] < a[$1] }) == g.indices.max(by: { g[$0] < g[$1] }) { agree += 1 }
+        }
+        agreeing = agree
+        agreement = Double(agree) / Double(positions)
+    }
+
+    public var description: String {
+        String(format: "logit error RMS %.5f, max %.5f (relative to the golden's RMS / max); top-1 agreement %.3f (%d/%d)",
+               rmsRelative, maxRelative, agreement, agreeing, positions)
+    }
+}
