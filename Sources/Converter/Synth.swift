@@ -47,7 +47,7 @@ public enum Synth {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let tensors = plan(preset)
         try SafetensorsWriter.write(tensors: tensors, seed: seed, to: folder + "/model.safetensors")
-        let tokenizer = SynthTokenizer.make(vocabSize: preset.text.vocabSize, seed: seed, withImageToken: preset.vision != nil)
+        let tokenizer = try SynthTokenizer.make(vocabSize: preset.text.vocabSize, seed: seed, withImageToken: preset.vision != nil)
         try AtomicFile.write(tokenizer.json, to: folder + "/tokenizer.json")
         try AtomicFile.write(try json(tokenizerConfig()), to: folder + "/tokenizer_config.json")
         try AtomicFile.write(try json(config(preset, imageToken: tokenizer.imageId)), to: folder + "/config.json")
@@ -250,10 +250,13 @@ enum SynthTokenizer {
     static let reservedCount = 512  // ids below this are special / reserved, as in LFM2
     static let imageTokenId = 396
 
-    static func make(vocabSize: Int, seed: UInt64, withImageToken: Bool) -> (json: Data, imageId: Int?) {
+    static func make(vocabSize: Int, seed: UInt64, withImageToken: Bool) throws -> (json: Data, imageId: Int?) {
         var added: [[String: Any]] = []
         var vocab: [String: Int] = [:]
         let reserved = min(reservedCount, max(16, vocabSize / 4))
+        guard vocabSize >= reserved + ByteLevelAlphabet.symbols.count else {
+            throw FireboltError("a synthetic tokenizer needs at least \(reserved + ByteLevelAlphabet.symbols.count) entries, got \(vocabSize)")
+        }
         for id in 0..<reserved {
             let content = id < specials.count ? specials[id]
                 : (withImageToken && id == min(imageTokenId, reserved - 1) ? "<image>" : "<|reserved_\(id)|>")

@@ -9,7 +9,7 @@
 //   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 //
 // Character classes: \p{L} = general category L (Lu Ll Lt Lm Lo), \p{N} = N (Nd Nl No),
-// \s = Unicode White_Space (what Oniguruma uses for UTF-8). Case-insensitive 's also matches 'S and 'ſ (U+017F,
+// \s = Unicode White_Space (what Oniguruma uses for UTF-8), as of Unicode 16.0 (see regexUnicodeVersion). Case-insensitive 's also matches 'S and 'ſ (U+017F,
 // whose simple case folding is "s"); no other character folds to t, r, e, v, m, l or d.
 // Every position of the input is matched by some alternative, so the pieces tile the input with no gaps.
 
@@ -23,19 +23,30 @@ enum TokenizerCharClass {
     static let space: UInt8 = 3    // White_Space other than \r and \n
     static let newline: UInt8 = 4  // \r or \n
 
+    /// The Unicode version of Oniguruma's property tables in `tokenizers` (0.23: Oniguruma 6.9.10, Unicode 16.0).
+    /// Characters assigned later (Swift's tables may be newer) are unassigned there, so they count as `other`.
+    static let regexUnicodeVersion = (major: 16, minor: 0)
+
     static func classify(scalar v: UInt32) -> UInt8 {
         if v == 0x0A || v == 0x0D { return newline }
         guard let s = Unicode.Scalar(v) else { return other }
         let props = s.properties
         if props.isWhitespace { return space }
+        let cls: UInt8
         switch props.generalCategory {
         case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:
-            return letter
+            cls = letter
         case .decimalNumber, .letterNumber, .otherNumber:
-            return number
+            cls = number
         default:
             return other
         }
+        guard let age = props.age else { return other }
+        if age.major > regexUnicodeVersion.major
+            || (age.major == regexUnicodeVersion.major && age.minor > regexUnicodeVersion.minor) {
+            return other
+        }
+        return cls
     }
 }
 
