@@ -107,4 +107,24 @@ final class RunToolTests: XCTestCase {
         XCTAssertGreaterThan((out["vision_ms"] as! [String: Any])["median"] as! Double, 0)
         XCTAssertGreaterThan(out["bandwidth_bytes_per_s"] as! Double, 1e8)
     }
+
+    /// The demo's path at toy size: synth → convert → ask about the shipped image.
+    func testSynthPresetConvertsAndAnswers() throws {
+        let dir = Self.folder.file("synth-tiny"), model = Self.folder.file("synth-tiny-q4.fbm")
+        let synth = try Tools.run("fbconvert", ["synth", "--preset", "tiny", "--seed", "3", "-o", dir])
+        XCTAssertEqual(synth.status, 0, synth.stderr)
+        let convert = try Tools.run("fbconvert", ["--bits", "4", "-q", "-o", model, dir])
+        XCTAssertEqual(convert.status, 0, convert.stderr)
+        let image = Fixtures.repositoryRoot.appendingPathComponent("assets/example.png").path
+        let out = try json(["--model", model, "--image", image, "--prompt", "What is in the picture?", "--max-tokens", "6",
+                            "--temperature", "0", "--json"])
+        let prompt = out["prompt_ids"] as! [Int]
+        XCTAssertEqual(prompt.first, 1, "starts with <|startoftext|>")
+        let imageToken = try XCTUnwrap(try FBMFile(path: model).config.specialTokens.image)
+        XCTAssertTrue(prompt.contains(Int(imageToken)), "the <image> token (\(imageToken)) is in the prompt: \(prompt)")
+        XCTAssertLessThanOrEqual((out["generated_ids"] as! [Int]).count, 6)
+        let again = try Tools.run("fbconvert", ["synth", "--preset", "nope", "-o", dir])
+        XCTAssertEqual(again.status, 64)
+        XCTAssertTrue(again.stderr.contains("unknown preset 'nope'"), again.stderr)
+    }
 }
