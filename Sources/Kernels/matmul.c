@@ -1,5 +1,5 @@
 // fb_matmul: the portable scalar reference and the run-time dispatch between implementations.
-#include "Kernels.h"
+#include "kernels_internal.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -14,10 +14,20 @@ typedef void (*fb_matmul_fn)(const fb_matrix *, const float *, size_t, size_t, f
                              size_t, size_t);
 
 #ifdef FB_X86
-void fb__matmul_avx2(const fb_matrix *w, const float *x, size_t ldx, size_t n, float *y, size_t ldy,
-                     size_t row_begin, size_t row_end);
-void fb__matmul_avx512(const fb_matrix *w, const float *x, size_t ldx, size_t n, float *y,
-                       size_t ldy, size_t row_begin, size_t row_end);
+// matvec_x86.c: the int8-activation decode kernels for q4/q8 and n <= 4, else matmul_x86.c's float ones.
+void fb__matmul_avx2_q(FB__MM_ARGS);
+void fb__matmul_avxvnni(FB__MM_ARGS);
+void fb__matmul_avx512_q(FB__MM_ARGS);
+void fb__matmul_avx512vnni(FB__MM_ARGS);
+#endif
+#if defined(__aarch64__)
+#define FB_ARM 1
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+void fb__matmul_neon(FB__MM_ARGS);
+void fb__matmul_neon_dotprod(FB__MM_ARGS);
 #endif
 
 // ---- scalar reference -------------------------------------------------------------------------------
@@ -73,7 +83,16 @@ static void matmul_scalar(const fb_matrix *w, const float *x, size_t ldx, size_t
 
 // ---- CPU features -------------------------------------------------------------------------------------
 
-enum { CPU_F16C = 1, CPU_AVX2 = 2, CPU_AVX512 = 4, CPU_INIT = 1 << 30 };
+enum {
+    CPU_F16C = 1,
+    CPU_AVX2 = 2,  // with FMA and F16C
+    CPU_AVX512 = 4,  // F, BW, VL
+    CPU_AVXVNNI = 8,
+    CPU_AVX512VNNI = 16,
+    CPU_NEON = 32,
+    CPU_DOTPROD = 64,
+    CPU_INIT = 1 << 30
+};
 static atomic_int cpu_flags;  // 0 = not yet detected
 
 static int detect_cpu(void) {
@@ -93,6 +112,12 @@ static int detect_cpu(void) {
               avx512vl = (b >> 31) & 1;
     if (avx2 && fma && f16c) f |= CPU_AVX2;
     if ((f & CPU_AVX2) && avx512f && avx512bw && avx512vl && (xcr0 & 0xe6) == 0xe6) f |= CPU_AVX512;
+    if ((f & CPU_AVX512) && ((c >> 11) & 1)) f |= CPU_AVX512VNNI;
+    if ((f & CPU_AVX2) && a >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1)) f |= CPU_AVXVNNI;
+#endif
+#ifdef FB_ARM
+    f |= CPU_NEON;  // Advanced SIMD (with half conversions) is part of AArch64
+    if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) f |= CPU_DOTPROD;
 #endif
     return f;
 }
@@ -117,10 +142,17 @@ typedef struct {
 } kernel_set;
 
 static const kernel_set kernel_sets[] = {
+    // In order of preference: the default is the last one the CPU supports.
     {"scalar", 0, matmul_scalar},
 #ifdef FB_X86
-    {"avx2", CPU_AVX2, fb__matmul_avx2},
-    {"avx512", CPU_AVX512, fb__matmul_avx512},
+    {"avx2", CPU_AVX2, fb__matmul_avx2_q},
+    {"avx2-vnni", CPU_AVX2 | CPU_AVXVNNI, fb__matmul_avxvnni},
+    {"avx512", CPU_AVX512, fb__matmul_avx512_q},
+    {"avx512-vnni", CPU_AVX512 | CPU_AVX512VNNI, fb__matmul_avx512vnni},
+#endif
+#ifdef FB_ARM
+    {"neon", CPU_NEON, fb__matmul_neon},
+    {"neon-dotprod", CPU_NEON | CPU_DOTPROD, fb__matmul_neon_dotprod},
 #endif
 };
 #define N_SETS ((int)(sizeof kernel_sets / sizeof kernel_sets[0]))

@@ -6,7 +6,8 @@
 // scale, like the scalar reference), then FMA'd against the NT activation rows, so for prefill
 // every weight is read once per 4 tokens; rows are also blocked (~256 KiB of weights) so that,
 // for long prompts, weights come from memory once and from cache for the other token blocks.
-// Activations stay float (int8 activation quantization would cost ~5e-3 relative error).
+// Activations stay float here. Decode (q4/q8 with n <= 4, and f32/f16 with n == 1) goes to
+// matvec_x86.c first: int8 activations and integer dot products for q4/q8 (Kernels.h).
 #include "Kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)

@@ -341,10 +341,12 @@ final class KernelsTests: XCTestCase {
         var rng = LCG(seed: 99)
         let rows = 21, rowRange = 3..<20
         // (type, cols): f32/f16 with cols not a multiple of 8 or 16 (vector tails); the wide f32
-        // case makes the fast paths split rows into cache blocks for n > 4.
-        let cases: [(fb_dtype, Int)] = [(FB_F32, 100), (FB_F32, 4100), (FB_F16, 100), (FB_Q8, 96), (FB_Q4, 160)]
+        // case makes the fast paths split rows into cache blocks for n > 4. q8/q4: odd group counts,
+        // and (1056 = 33 groups) the decode kernels' blocks of 8 (x86) and 4 (ARM) groups plus tails.
+        let cases: [(fb_dtype, Int)] = [(FB_F32, 100), (FB_F32, 4100), (FB_F16, 100), (FB_Q8, 96), (FB_Q4, 160),
+                                        (FB_Q8, 1056), (FB_Q4, 1056)]
         var available: [String] = []
-        for path in ["scalar", "avx2", "avx512"] {
+        for path in ["scalar", "avx2", "avx2-vnni", "avx512", "avx512-vnni", "neon", "neon-dotprod"] {
             if fb_kernels_select(path) != 0 {
                 XCTAssertNotEqual(path, "scalar", "the scalar path must always be available")
                 continue
@@ -353,30 +355,61 @@ final class KernelsTests: XCTestCase {
             available.append(path)
         }
         XCTAssertEqual(available.first, "scalar")
+        print("[kernels] matmul paths on this CPU: \(available.joined(separator: ", "))")
 
+        var int8Worst = 0.0, int8Err2 = 0.0, int8Ref2 = 0.0
         for (type, cols) in cases {
             let m = StoredMatrix(type, rows: rows, cols: cols, weights: rng.normals(rows * cols, scale: 0.05))
             let wd = m.dequantized()
-            for n in [1, 3, 5, 17] where cols < 1000 || n == 17 {
+            let quantized = type == FB_Q8 || type == FB_Q4
+            for n in [1, 2, 3, 4, 5, 17] where cols < 4000 || n == 17 {
                 let ldx = cols + 5, ldy = rows + 3
                 let x = rng.normals(n * ldx)
-                // Reference in double from the dequantized rows, and the error scale sum|w x|.
-                var ref = [Double](repeating: 0, count: n * ldy), mag = ref
+                // The decode kernels' int8 activations (Kernels.h), reproduced here: per group of 32,
+                // d = amax / 127 and q = round-to-nearest-even(x * (127 / amax)); xq = d * q (exact in
+                // Double), and each group's d.
+                var xq = [Double](repeating: 0, count: n * ldx), dq = [Double](repeating: 0, count: n * ldx)
+                if quantized {
+                    for t in 0..<n {
+                        for g in 0..<(cols / 32) {
+                            let base = t * ldx + g * 32
+                            let amax = x[base..<(base + 32)].map(abs).max()!
+                            let d = amax / 127, id: Float = amax >= 0x1p-100 ? 127 / amax : 0
+                            for i in base..<(base + 32) {
+                                xq[i] = Double(d) * Double((x[i] * id).rounded(.toNearestOrEven))
+                                dq[i] = Double(d)
+                            }
+                        }
+                    }
+                }
+                // References in double from the dequantized rows, with x (ref) and with the int8
+                // activations (refQ), and the error scales.
+                var ref = [Double](repeating: 0, count: n * ldy), mag = ref, refQ = ref, magQ = ref, bound = ref
                 for t in 0..<n {
                     for r in rowRange {
-                        var acc = 0.0, a = 0.0
+                        var acc = 0.0, a = 0.0, accQ = 0.0, aQ = 0.0, b = 0.0
                         for c in 0..<cols {
-                            let p = Double(wd[r * cols + c]) * Double(x[t * ldx + c])
-                            acc += p
-                            a += abs(p)
+                            let wv = Double(wd[r * cols + c]), xv = Double(x[t * ldx + c])
+                            acc += wv * xv
+                            a += abs(wv * xv)
+                            if quantized {
+                                let s = Double(abs(fb_f16_to_f32(m.scales[r * (cols / 32) + c / 32])))
+                                accQ += wv * xq[t * ldx + c]
+                                aQ += (abs(wv) + (type == FB_Q4 ? 8 * s : 0)) * abs(xq[t * ldx + c])
+                                b += abs(wv) * dq[t * ldx + c] / 2
+                            }
                         }
                         ref[t * ldy + r] = acc
                         mag[t * ldy + r] = a
+                        refQ[t * ldy + r] = accQ
+                        magQ[t * ldy + r] = aQ
+                        bound[t * ldy + r] = b
                     }
                 }
                 var scalarResult: [Float] = []
                 for path in available {
                     XCTAssertEqual(fb_kernels_select(path), 0)
+                    let int8Activations = path != "scalar" && quantized && n <= 4
                     let sentinel: Float = -12345
                     var y = [Float](repeating: sentinel, count: n * ldy)
                     m.withMatrix { mp in
@@ -403,12 +436,46 @@ final class KernelsTests: XCTestCase {
                             // A wrong index or nibble changes a result by ~sum|w x| / cols, which is
                             // far larger (the rigorous bound would hide it for wide rows).
                             let tol = 4 * Double(cols + 4).squareRoot() * 0x1p-24 * mag[i]
-                            if !(abs(Double(v) - ref[i]) <= tol) {
-                                wrong += 1
-                                if wrong <= 3 { XCTFail("\(what), t \(t), r \(r): \(v) vs \(ref[i]) (tol \(tol))") }
+                            if !int8Activations {
+                                if !(abs(Double(v) - ref[i]) <= tol) {
+                                    wrong += 1
+                                    if wrong <= 3 { XCTFail("\(what), t \(t), r \(r): \(v) vs \(ref[i]) (tol \(tol))") }
+                                }
+                                // Fast paths vs scalar: both are within tol of the reference.
+                                if path != "scalar" && !(abs(Double(v) - Double(scalarResult[i])) <= 2 * tol) { offScalar += 1 }
+                                continue
                             }
-                            // Fast paths vs scalar: both are within tol of the reference.
-                            if path != "scalar" && !(abs(Double(v) - Double(scalarResult[i])) <= 2 * tol) { offScalar += 1 }
+                            // Decode kernels (q4/q8, n <= 4) quantize the activations to int8, so they
+                            // compute sum w * xq, not sum w * x. Two checks:
+                            // 1. Against sum w * xq, to float rounding: the group dots are exact in
+                            //    int32, so only the scale products and the float sums round, as above;
+                            //    but q4 kernels add (nibble = q + 8) * xq and subtract 8 * sum(xq) per
+                            //    group, so their rounding scales with sum (|w| + 8|s|) |xq| (magQ).
+                            //    This is what catches a wrong index, nibble or scale.
+                            // 2. Against the exact product: each activation moves by at most half a
+                            //    step, |x - d q| <= d / 2 = amax_g / 254 (x * 127/amax is within
+                            //    [-127, 127], so nothing clips; the float roundings of d and 127/amax
+                            //    add ~1e-6 relative, covered by the 1e-4), hence
+                            //      |y - sum w x| <= sum_g (amax_g / 254) * sum_{i in g} |w_i|  (bound)
+                            //    plus check 1's rounding. This is the ~(1/254) sum|w||x|-scale error
+                            //    int8 activations cost (typically ~0.5% of |y|: random signs average
+                            //    out, see int8Worst below); versus the scalar path it is the same bound
+                            //    plus the scalar path's own float tolerance.
+                            let tolQ = 4 * Double(cols + 4).squareRoot() * 0x1p-24 * magQ[i]
+                            if !(abs(Double(v) - refQ[i]) <= tolQ) {
+                                wrong += 1
+                                if wrong <= 3 { XCTFail("\(what), t \(t), r \(r): \(v) vs \(refQ[i]) with int8 activations (tol \(tolQ))") }
+                            }
+                            let allowed = bound[i] * (1 + 1e-4) + tolQ
+                            let e = abs(Double(v) - ref[i])
+                            int8Worst = max(int8Worst, e / allowed)
+                            int8Err2 += e * e
+                            int8Ref2 += ref[i] * ref[i]
+                            if !(e <= allowed) {
+                                wrong += 1
+                                if wrong <= 3 { XCTFail("\(what), t \(t), r \(r): \(v) vs \(ref[i]) beyond the int8 bound \(allowed)") }
+                            }
+                            if !(abs(Double(v) - Double(scalarResult[i])) <= allowed + tol) { offScalar += 1 }
                         }
                     }
                     XCTAssertEqual(outside, 0, "\(what): wrote outside the row range or stride")
@@ -417,6 +484,10 @@ final class KernelsTests: XCTestCase {
                     if path == "scalar" { scalarResult = y }
                 }
             }
+        }
+        if int8Ref2 > 0 {
+            print(String(format: "[kernels] int8 activations: worst error %.3f of the bound, relative RMS error %.5f",
+                         int8Worst, (int8Err2 / int8Ref2).squareRoot()))
         }
     }
 }

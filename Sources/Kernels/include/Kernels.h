@@ -60,11 +60,18 @@ void fb_matrix_row(const fb_matrix *w, size_t row, float *out);
 
 // y[t*ldy + r] = sum_c W[r][c] * x[t*ldx + c]  for t in [0, n), r in [row_begin, row_end).
 // The caller splits rows across threads; one call never spawns threads.
+// Decode products (q8/q4 weights, n <= 4) on the SIMD paths quantize each token's activations to int8
+// per group of 32, like llama.cpp's Q8_0 (amax = max|x|, d = amax / 127, q = x * (127 / amax) rounded
+// to nearest even; groups with amax < 2^-100 become zeros) and sum exact integer group dot products
+// times (weight scale * d). Each result then differs from the float product by at most
+// sum_g (amax_g / 254) * sum_{i in g} |w_i| plus float rounding (typically ~0.5% relative RMS); NaN or
+// inf activations give non-finite results. The scalar path, f32/f16 weights and n > 4 are float.
 void fb_matmul(const fb_matrix *w, const float *x, size_t ldx, size_t n, float *y, size_t ldy,
                size_t row_begin, size_t row_end);
 
-// Which implementation fb_matmul uses: "scalar", "avx2", "avx512", "neon", "neon-dotprod".
-// Chosen once from the CPU, overridable with FB_KERNELS=<name> (falls back to scalar if unsupported).
+// Which implementation fb_matmul uses: "scalar", "avx2", "avx2-vnni" (AVX-VNNI), "avx512" (F/BW/VL),
+// "avx512-vnni", "neon", "neon-dotprod" (ARMv8.2 SDOT). Chosen once from the CPU (the last of these it
+// supports), overridable with FB_KERNELS=<name> (falls back to scalar if unsupported).
 const char *fb_kernels_name(void);
 // Force a path (tests); returns 0 on success, -1 if the CPU lacks it.
 int fb_kernels_select(const char *name);

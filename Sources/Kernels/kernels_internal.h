@@ -1,0 +1,34 @@
+// Declarations shared between the kernel source files (not part of the public API).
+#ifndef FIREBOLT_KERNELS_INTERNAL_H
+#define FIREBOLT_KERNELS_INTERNAL_H
+
+#include "Kernels.h"
+
+// Signature of every fb_matmul implementation.
+#define FB__MM_ARGS                                                                                   \
+    const fb_matrix *w, const float *x, size_t ldx, size_t n, float *y, size_t ldy, size_t row_begin, \
+        size_t row_end
+#define FB__MM_PASS w, x, ldx, n, y, ldy, row_begin, row_end
+
+// Decode (n <= FB__QACT_MAX_N) products with q4/q8 weights quantize the activations to int8 (Kernels.h).
+#define FB__QACT_MAX_N 4
+// Activation groups with max |x| below this are quantized as zeros (so 127 / amax cannot overflow);
+// such a group's error is below 2^-100 * sum |w|, far under any float rounding of the result.
+#define FB__ACT_TINY 0x1p-100f
+// Software prefetch distance of the decode kernels, in bytes ahead in the weight stream: the
+// hardware prefetchers alone leave a matrix-vector loop waiting on memory.
+#define FB__PFD 2048
+// Bytes of stack for the quantized activations; larger rows use the heap.
+#define FB__QACT_STACK 40960
+
+// One call's quantized activations, per token: int8 values (layout chosen by the kernel), the
+// group scales d = max|x| / 127 and, for the q4 kernels, c = 8 * sum of the group's int8 values.
+typedef struct {
+    const int8_t *q[FB__QACT_MAX_N];
+    const float *d[FB__QACT_MAX_N];
+    const float *c[FB__QACT_MAX_N];
+} fb__qact;
+
+int fb__cpu_has_f16c(void);
+
+#endif

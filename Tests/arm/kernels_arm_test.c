@@ -1,0 +1,245 @@
+// fb_matmul on every kernel path this CPU offers, against the scalar path and a double-precision
+// reference, for every dtype and a range of shapes. Written for the AArch64 paths, which are
+// checked under qemu-user by scripts/test-arm.sh (SwiftPM cannot cross-build the package here), but
+// portable: built natively it checks the x86 paths the same way. Not part of any SwiftPM target.
+//
+//   kernels_arm_test [--label NAME] [--expect-default PATH] [--expect-missing PATH]...
+// Prints one summary line:
+//   kernels-test label=NAME default=PATH paths=scalar,neon,... checks=N failures=F worst_float=R
+//       worst_int8_exact=R worst_int8=R int8_rel_rms=E result=PASS|FAIL   (one line)
+// where worst_* are the largest |error| / tolerance seen (<= 1 passes): float paths against the
+// double reference; int8-activation paths against the product with their own int8 activations
+// (float rounding only) and against the exact product (the quantization bound); int8_rel_rms is the
+// relative RMS difference between the int8-activation results and the exact products.
+// Exit status 0 only when everything passed.
+#include "Kernels.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *all_paths[] = {"scalar", "avx2", "avx2-vnni", "avx512", "avx512-vnni", "neon", "neon-dotprod"};
+#define N_PATHS ((int)(sizeof all_paths / sizeof all_paths[0]))
+
+static uint64_t lcg = 99;
+static double uniform(void) {
+    lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(lcg >> 11) * 0x1p-53 + 0x1p-54;
+}
+static float normal(void) { return (float)(sqrt(-2 * log(uniform())) * cos(2 * M_PI * uniform())); }
+
+static int failures, checks;
+static double worst_float, worst_int8_exact, worst_int8, int8_err2, int8_ref2;
+
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        if (++failures <= 12) {                                                                    \
+            fprintf(stderr, "FAIL: " __VA_ARGS__);                                                 \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
+    } while (0)
+
+// The int8 activation quantization every decode kernel must reproduce (Kernels.h):
+// d = amax / 127, q = round-to-nearest-even(x * (127 / amax)), zero for amax < 2^-100.
+// Returns d; xq = d * q (exact in double).
+static float quantize_group(const float *x, double *xq) {
+    float amax = 0;
+    for (int i = 0; i < FB_GROUP; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    const float d = amax / 127.0f, id = amax >= 0x1p-100f ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < FB_GROUP; i++) xq[i] = (double)d * rintf(x[i] * id);
+    return d;
+}
+
+typedef struct {
+    fb_dtype type;
+    size_t cols;
+    int neg128;  // q8: also store quants of -128 (valid in the layout, never made by the quantizer)
+    int zero_group;  // activations of group 1 all zero, group 2 tiny
+} test_case;
+
+static void run_case(const test_case *tc, const char **paths, int npaths) {
+    const size_t rows = 21, rb = 3, re = 20, cols = tc->cols;
+    const fb_dtype type = tc->type;
+    float *wf = malloc(sizeof(float) * rows * cols);
+    for (size_t i = 0; i < rows * cols; i++) wf[i] = normal() * 0.05f;
+    void *data = NULL;
+    const size_t qb = fb_quant_bytes(type, rows, cols), sb = fb_scale_bytes(type, rows, cols);
+    if (posix_memalign(&data, 64, qb)) abort();
+    uint16_t *scales = calloc(sb / 2 + 1, 2);
+    if (type == FB_F32) memcpy(data, wf, qb);
+    else if (type == FB_F16) fb_f32_to_f16_array(wf, data, rows * cols);
+    else if (type == FB_Q8) fb_quantize_q8(wf, cols, 0, rows, data, scales);
+    else fb_quantize_q4(wf, cols, 0, rows, data, scales);
+    if (tc->neg128)
+        for (size_t i = 5; i < rows * cols; i += 7) ((int8_t *)data)[i] = -128;
+    const fb_matrix m = {type, rows, cols, data, scales};
+    float *wd = malloc(sizeof(float) * rows * cols);
+    for (size_t r = 0; r < rows; r++) fb_matrix_row(&m, r, wd + r * cols);
+    const int quant = type == FB_Q8 || type == FB_Q4;
+    const size_t ng = cols / FB_GROUP;
+
+    const size_t ns[] = {1, 2, 3, 4, 5, 17};
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+        const size_t n = ns[ni];
+        if (cols > 1000 && n != 1 && n != 4 && n != 17) continue;
+        const size_t ldx = cols + 5, ldy = rows + 3;
+        float *x = malloc(sizeof(float) * n * ldx);
+        double *xq = malloc(sizeof(double) * n * ldx);
+        float *dg = malloc(sizeof(float) * n * (ng + 1));
+        for (size_t i = 0; i < n * ldx; i++) x[i] = normal();
+        if (tc->zero_group && cols >= 96)
+            for (size_t t = 0; t < n; t++)
+                for (int i = 0; i < FB_GROUP; i++) {
+                    x[t * ldx + 32 + i] = 0;
+                    x[t * ldx + 64 + i] *= 1e-35f;
+                }
+        for (size_t t = 0; t < n; t++)
+            for (size_t g = 0; g < ng; g++)
+                dg[t * ng + g] = quantize_group(x + t * ldx + g * FB_GROUP, xq + t * ldx + g * FB_GROUP);
+        // Double-precision references from the dequantized rows: with x (ref) and with the int8 x (refq).
+        double *ref = calloc(n * ldy, sizeof(double)), *mag = calloc(n * ldy, sizeof(double));
+        double *refq = calloc(n * ldy, sizeof(double)), *magq = calloc(n * ldy, sizeof(double));
+        double *bound = calloc(n * ldy, sizeof(double));
+        for (size_t t = 0; t < n; t++)
+            for (size_t r = rb; r < re; r++) {
+                double acc = 0, a = 0, accq = 0, aq = 0, b = 0;
+                for (size_t c = 0; c < cols; c++) {
+                    const double wv = wd[r * cols + c], xv = x[t * ldx + c], qv = xq[t * ldx + c];
+                    acc += wv * xv;
+                    a += fabs(wv * xv);
+                    if (quant) {
+                        const size_t g = c / FB_GROUP;
+                        accq += wv * qv;
+                        // q4 kernels use the stored nibble (q + 8) and subtract 8 * sum(q x) per group:
+                        // their float rounding scales with (|q| + 8) * s * |x|.
+                        const double s = fabs(fb_f16_to_f32(scales[r * ng + g]));
+                        aq += (fabs(wv) + (type == FB_Q4 ? 8 * s : 0)) * fabs(qv);
+                        b += fabs(wv) * dg[t * ng + g] / 2;
+                    }
+                }
+                ref[t * ldy + r] = acc;
+                mag[t * ldy + r] = a;
+                refq[t * ldy + r] = accq;
+                magq[t * ldy + r] = aq;
+                bound[t * ldy + r] = b;
+            }
+        float *ys = NULL;
+        for (int p = 0; p < npaths; p++) {
+            if (fb_kernels_select(paths[p]) != 0) {
+                FAIL("could not select %s", paths[p]);
+                continue;
+            }
+            const int scalar = strcmp(paths[p], "scalar") == 0;
+            const int int8 = !scalar && quant && n <= 4;
+            const float sentinel = -12345.0f;
+            float *y = malloc(sizeof(float) * n * ldy);
+            for (size_t i = 0; i < n * ldy; i++) y[i] = sentinel;
+            fb_matmul(&m, x, ldx, n, y, ldy, rb, re);
+            char what[96];
+            snprintf(what, sizeof what, "%s type %d cols %zu n %zu", paths[p], (int)type, cols, n);
+            for (size_t t = 0; t < n; t++)
+                for (size_t r = 0; r < ldy; r++) {
+                    const size_t i = t * ldy + r;
+                    checks++;
+                    if (r < rb || r >= re) {
+                        if (y[i] != sentinel) FAIL("%s: wrote y[%zu][%zu] outside the rows", what, t, r);
+                        continue;
+                    }
+                    // Float paths (as in KernelsTests.testMatmulAllPaths): products summed in float in any
+                    // order; the random-walk estimate 4 * sqrt(cols + 4) * 2^-24 * sum|w x|.
+                    const double tol = 4 * sqrt((double)cols + 4) * 0x1p-24 * mag[i];
+                    if (!int8) {
+                        const double e = fabs(y[i] - ref[i]);
+                        worst_float = fmax(worst_float, e / tol);
+                        if (!(e <= tol)) FAIL("%s t %zu r %zu: %.9g vs ref %.9g (tol %.3g)", what, t, r, y[i], ref[i], tol);
+                        if (!scalar && !(fabs(y[i] - ys[i]) <= 2 * tol))
+                            FAIL("%s t %zu r %zu: %.9g vs scalar %.9g", what, t, r, y[i], ys[i]);
+                        continue;
+                    }
+                    // int8 activations: (1) the exact product with the quantized activations, to float
+                    // rounding; (2) against x itself, within the quantization bound
+                    // sum_g (amax_g / 254) * sum_{i in g} |w_i| (|x - d q| <= d / 2 per element),
+                    // and so within that bound plus both float tolerances of the scalar result.
+                    const double tolq = 4 * sqrt((double)cols + 4) * 0x1p-24 * magq[i];
+                    const double eq = fabs(y[i] - refq[i]);
+                    worst_int8_exact = fmax(worst_int8_exact, eq / tolq);
+                    if (!(eq <= tolq))
+                        FAIL("%s t %zu r %zu: %.9g vs int8-activation ref %.9g (tol %.3g)", what, t, r, y[i], refq[i], tolq);
+                    const double bnd = bound[i] * (1 + 1e-4) + tolq;
+                    const double e = fabs(y[i] - ref[i]);
+                    worst_int8 = fmax(worst_int8, e / bnd);
+                    int8_err2 += e * e;
+                    int8_ref2 += ref[i] * ref[i];
+                    if (!(e <= bnd))
+                        FAIL("%s t %zu r %zu: %.9g vs ref %.9g beyond the int8 bound %.3g", what, t, r, y[i], ref[i], bnd);
+                    if (!(fabs(y[i] - ys[i]) <= bnd + tol))
+                        FAIL("%s t %zu r %zu: %.9g vs scalar %.9g beyond the int8 bound", what, t, r, y[i], ys[i]);
+                }
+            if (scalar) ys = y;
+            else free(y);
+        }
+        free(ys);
+        free(x);
+        free(xq);
+        free(dg);
+        free(ref);
+        free(mag);
+        free(refq);
+        free(magq);
+        free(bound);
+    }
+    free(wf);
+    free(wd);
+    free(data);
+    free(scales);
+}
+
+int main(int argc, char **argv) {
+    const char *label = "native", *expect_default = NULL;
+    const char *missing[8];
+    int nmissing = 0;
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 < argc && !strcmp(argv[i], "--label")) label = argv[++i];
+        else if (i + 1 < argc && !strcmp(argv[i], "--expect-default")) expect_default = argv[++i];
+        else if (i + 1 < argc && !strcmp(argv[i], "--expect-missing") && nmissing < 8) missing[nmissing++] = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--label NAME] [--expect-default PATH] [--expect-missing PATH]...\n", argv[0]);
+            return 2;
+        }
+    }
+    const char *def = fb_kernels_name();  // the CPU's (or FB_KERNELS') choice, before any selection
+    if (expect_default && strcmp(def, expect_default) != 0)
+        FAIL("default path is %s, expected %s", def, expect_default);
+    for (int i = 0; i < nmissing; i++)
+        if (fb_kernels_select(missing[i]) == 0) FAIL("path %s is selectable but should not be on this CPU", missing[i]);
+    if (fb_kernels_select("no-such-path") != -1) FAIL("an unknown path name was accepted");
+
+    const char *paths[N_PATHS];
+    int npaths = 0;
+    char list[256] = "";
+    for (int i = 0; i < N_PATHS; i++)
+        if (fb_kernels_select(all_paths[i]) == 0) {
+            paths[npaths++] = all_paths[i];
+            strcat(list, npaths > 1 ? "," : "");
+            strcat(list, all_paths[i]);
+        }
+    if (npaths == 0 || strcmp(paths[0], "scalar") != 0) FAIL("the scalar path must always be available");
+
+    // cols: vector tails for f32/f16; for q8/q4 odd and even group counts, and more than one block of
+    // 64 groups (4608 = 144 groups; 4192 = 131, odd, in three blocks).
+    const test_case cases[] = {
+        {FB_F32, 100, 0, 0}, {FB_F32, 4100, 0, 0}, {FB_F16, 100, 0, 0}, {FB_F16, 1024, 0, 0}, {FB_F16, 1031, 0, 0},
+        {FB_Q8, 96, 0, 1},   {FB_Q8, 256, 1, 0},   {FB_Q8, 4192, 0, 0}, {FB_Q4, 160, 0, 1},   {FB_Q4, 64, 0, 0},
+        {FB_Q4, 32, 0, 0},   {FB_Q4, 1024, 0, 0},  {FB_Q4, 4608, 0, 0}, {FB_Q4, 4192, 0, 0},  {FB_Q8, 32, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], paths, npaths);
+    fb_kernels_select(def);
+
+    const double rel = int8_ref2 > 0 ? sqrt(int8_err2 / int8_ref2) : 0;
+    printf("kernels-test label=%s default=%s paths=%s checks=%d failures=%d worst_float=%.3f "
+           "worst_int8_exact=%.3f worst_int8=%.3f int8_rel_rms=%.5f result=%s\n",
+           label, def, list, checks, failures, worst_float, worst_int8_exact, worst_int8, rel,
+           failures ? "FAIL" : "PASS");
+    return failures ? 1 : 0;
+}

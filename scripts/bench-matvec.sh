@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Decode-shaped matrix-vector benchmark of the C kernels (GB/s of weight bytes, per kernel path).
+#   scripts/bench-matvec.sh [-t threads] [-p scalar,avx2,...] [-n 1,2,4] [q4:4608x1024 ...]
+# Builds with the Swift toolchain's clang at -O2 (as a release build), outside SwiftPM.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cc=${CC:-$(command -v clang || echo /opt/swift/usr/bin/clang)}
+out=${TMPDIR:-/tmp}/fb-bench-matvec
+"$cc" -O2 -std=gnu11 -I Sources/Kernels/include Sources/Kernels/*.c scripts/bench-matvec.c -o "$out" -lm -lpthread
+exec "$out" "$@"
