@@ -78,4 +78,6 @@ uint64_t fb_xxh64(const void *data, size_t len, uint64_t seed);
 #endif
 
 #include "Ops.h"
+#include "Pool.h"
+#include "Batched.h"
 #endif
