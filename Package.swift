@@ -15,7 +15,8 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
 
-        // Hand-written C kernels: quantization layouts, matrix products, hashing; SIMD chosen at run time.
+        // Hand-written C kernels: quantization layouts, matrix products (one token and batched GEMM), element-wise
+        // ops, the thread pool, hashing; SIMD chosen at run time.
         .target(name: "Kernels", cSettings: [.unsafeFlags(["-O3"], .when(configuration: .debug))]),
 
         // Small argument parser shared by both tools.

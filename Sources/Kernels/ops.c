@@ -3,8 +3,40 @@
 #include "Ops.h"
 
 #include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "ops_internal.h"
+
+int fb__ops_simd(void) {
+#if defined(__x86_64__) || defined(_M_X64)
+    static atomic_int has = -1;
+    int h = atomic_load_explicit(&has, memory_order_relaxed);
+    if (h < 0) {
+        __builtin_cpu_init();
+        h = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        atomic_store_explicit(&has, h, memory_order_relaxed);
+    }
+    return h && strcmp(fb_kernels_name(), "scalar") != 0;
+#else
+    return 0;
+#endif
+}
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define SIMD(call)                 \
+    do {                           \
+        if (fb__ops_simd()) {      \
+            call;                  \
+            return;                \
+        }                          \
+    } while (0)
+#else
+#define SIMD(call) ((void)0)
+#endif
 
 void fb_rmsnorm(const float *x, const float *w, float *y, size_t n, float eps) {
+    SIMD(fb__rmsnorm_avx2(x, w, y, n, eps));
     double ss = 0.0;
     for (size_t i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
     const float inv = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
@@ -12,6 +44,7 @@ void fb_rmsnorm(const float *x, const float *w, float *y, size_t n, float eps) {
 }
 
 void fb_layernorm(const float *x, const float *w, const float *b, float *y, size_t n, float eps) {
+    SIMD(fb__layernorm_avx2(x, w, b, y, n, eps));
     double sum = 0.0;
     for (size_t i = 0; i < n; i++) sum += x[i];
     const double mean = sum / (double)n;
@@ -26,6 +59,7 @@ void fb_layernorm(const float *x, const float *w, const float *b, float *y, size
 }
 
 void fb_silu_mul(const float *a, const float *b, float *y, size_t n) {
+    SIMD(fb__silu_mul_avx2(a, b, y, n));
     for (size_t i = 0; i < n; i++) {
         const float v = a[i];
         y[i] = v / (1.0f + expf(-v)) * b[i];
@@ -33,6 +67,7 @@ void fb_silu_mul(const float *a, const float *b, float *y, size_t n) {
 }
 
 void fb_gelu_tanh(float *x, size_t n) {
+    SIMD(fb__gelu_tanh_avx2(x, n));
     const float k = 0.7978845608028654f;  // sqrt(2/pi)
     for (size_t i = 0; i < n; i++) {
         const float v = x[i];
@@ -45,6 +80,7 @@ void fb_gelu_erf(float *x, size_t n) {
 }
 
 void fb_softmax(float *x, size_t n) {
+    SIMD(fb__softmax_avx2(x, n));
     float m = -INFINITY;
     for (size_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
     if (m == -INFINITY) {

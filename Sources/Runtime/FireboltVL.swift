@@ -28,15 +28,7 @@ public final class FireboltVLModel {
 
     /// The grid X_v (views.count × vision hidden, in the views' order) from views [C, S, S] each.
     public func encodeImage(views: [[Float]]) -> [Float] {
-        let dv = vision.config.hiddenSize
-        var grid = [Float](repeating: 0, count: views.count * dv)
-        grid.withUnsafeMutableBufferPointer { out in
-            for (i, view) in views.enumerated() {
-                let pooled = vision.pooled(view: view)
-                for j in 0..<dv { out[i * dv + j] = pooled[j] }
-            }
-        }
-        return grid
+        vision.pooled(views: views).flatMap { $0 }
     }
 
     /// The grid from one preprocessed image [C, size, size] (size = the vision image size): global view + tiles.

@@ -84,7 +84,8 @@ public final class LFM2Model {
 public final class LFM2Session {
     public let model: LFM2Model
     public let contextLength: Int
-    /// Tokens per prefill step: bounds the scratch memory; longer inputs run in several steps.
+    /// Tokens per prefill step: bounds the scratch memory; longer inputs run in several steps. Large steps make the
+    /// batched products efficient (each weight is converted once per step).
     public let maxBatch: Int
     public private(set) var position = 0
     let parallel: Parallel
@@ -94,20 +95,21 @@ public final class LFM2Session {
     private var keyCache: [LazyFloatBuffer?]
     private var valueCache: [LazyFloatBuffer?]
 
-    // Scratch, sized for maxBatch tokens.
-    private let hidden: FloatBuffer       // residual stream x [T × H]
-    private let normed: FloatBuffer       // operator_norm / ffn_norm output [T × H]
-    private let projected: FloatBuffer    // in_proj (B|C|x) or q|k|v [T × max(3H, q+2kv)]
-    private let convInput: FloatBuffer    // conv history + B⊙x [(K−1+T) × H]
-    private let mixed: FloatBuffer        // C⊙conv or attention output [T × max(H, q)]
-    private let operatorOut: FloatBuffer  // out_proj [T × H]
-    private let gate: FloatBuffer         // w1 [T × I]
-    private let up: FloatBuffer           // w3 [T × I]
+    // Scratch, sized for maxBatch tokens; mapped lazily, so only the rows a step uses become resident.
+    private let hidden: LazyFloatBuffer       // residual stream x [T × H]
+    private let normed: LazyFloatBuffer       // operator_norm / ffn_norm output [T × H]
+    private let projected: LazyFloatBuffer    // in_proj (B|C|x) or q|k|v [T × max(3H, q+2kv)]
+    private let convInput: LazyFloatBuffer    // conv history + B⊙x [(K−1+T) × H]
+    private let mixed: LazyFloatBuffer        // C⊙conv or attention output [T × max(H, q)]
+    private let operatorOut: LazyFloatBuffer  // out_proj [T × H]
+    private let gate: LazyFloatBuffer         // w1 [T × I]
+    private let up: LazyFloatBuffer           // w3 [T × I]
     private let scores: FloatBuffer       // attention weights [ctx]
+    private let batchScores: LazyFloatBuffer  // batched attention weights, per thread [threads × maxBatch × ctx]
     private let ropeCos: FloatBuffer, ropeSin: FloatBuffer
     private let inverseFrequency: [Float]
 
-    public init(model: LFM2Model, contextLength: Int, maxBatch: Int = 64, threads: Int) {
+    public init(model: LFM2Model, contextLength: Int, maxBatch: Int = 512, threads: Int) {
         self.model = model
         self.contextLength = contextLength
         self.maxBatch = maxBatch
@@ -117,17 +119,18 @@ public final class LFM2Session {
         convState = (0..<c.numHiddenLayers).map { c.isAttention(layer: $0) ? nil : FloatBuffer(count: (c.convKernelSize - 1) * h) }
         keyCache = (0..<c.numHiddenLayers).map { c.isAttention(layer: $0) ? LazyFloatBuffer(count: contextLength * kv) : nil }
         valueCache = (0..<c.numHiddenLayers).map { c.isAttention(layer: $0) ? LazyFloatBuffer(count: contextLength * kv) : nil }
-        hidden = FloatBuffer(count: maxBatch * h)
-        normed = FloatBuffer(count: maxBatch * h)
-        projected = FloatBuffer(count: maxBatch * max(3 * h, q + 2 * kv))
-        convInput = FloatBuffer(count: (c.convKernelSize - 1 + maxBatch) * h)
-        mixed = FloatBuffer(count: maxBatch * max(h, q))
-        operatorOut = FloatBuffer(count: maxBatch * h)
-        gate = FloatBuffer(count: maxBatch * c.intermediateSize)
-        up = FloatBuffer(count: maxBatch * c.intermediateSize)
+        hidden = LazyFloatBuffer(count: maxBatch * h)
+        normed = LazyFloatBuffer(count: maxBatch * h)
+        projected = LazyFloatBuffer(count: maxBatch * max(3 * h, q + 2 * kv))
+        convInput = LazyFloatBuffer(count: (c.convKernelSize - 1 + maxBatch) * h)
+        mixed = LazyFloatBuffer(count: maxBatch * max(h, q))
+        operatorOut = LazyFloatBuffer(count: maxBatch * h)
+        gate = LazyFloatBuffer(count: maxBatch * c.intermediateSize)
+        up = LazyFloatBuffer(count: maxBatch * c.intermediateSize)
         scores = FloatBuffer(count: contextLength)
-        ropeCos = FloatBuffer(count: hd / 2)
-        ropeSin = FloatBuffer(count: hd / 2)
+        batchScores = LazyFloatBuffer(count: max(1, threads) * maxBatch * contextLength)
+        ropeCos = FloatBuffer(count: max(1, threads) * hd / 2)  // one table per thread
+        ropeSin = FloatBuffer(count: max(1, threads) * hd / 2)
         // As transformers computes it, in float32: 1 / θ^(2i/d).
         inverseFrequency = (0..<hd / 2).map { i in 1 / powf(Float(c.ropeTheta), Float(2 * i) / Float(hd)) }
     }
@@ -193,11 +196,21 @@ public final class LFM2Session {
         parallel.matmul(model.embedTokens, normed.pointer, rows, logits)
     }
 
+    /// body(begin, end) over contiguous ranges of rows 0..<t, split across threads when there are enough of them
+    /// (`width` floats per row; one token runs inline).
+    private func rows(_ t: Int, width: Int, _ body: (Int, Int) -> Void) {
+        parallel.forEachChunk(t, work: t * width * 8, body)
+    }
+
     /// All decoder layers over the t rows in `hidden`, at positions position..<position+t.
     private func step(_ t: Int) {
-        let c = model.config, h = c.hiddenSize
+        let c = model.config, h = c.hiddenSize, mlp = c.intermediateSize, eps = c.normEps
+        let hidden = self.hidden.pointer, normed = self.normed.pointer, operatorOut = self.operatorOut.pointer
+        let gate = self.gate.pointer, up = self.up.pointer
         for (i, layer) in model.layers.enumerated() {
-            for r in 0..<t { fb_rmsnorm(hidden.pointer + r * h, layer.operatorNorm, normed.pointer + r * h, h, c.normEps) }
+            layer.operatorNorm.withUnsafeBufferPointer { w in
+                rows(t, width: h) { b, e in for r in b..<e { fb_rmsnorm(hidden + r * h, w.baseAddress!, normed + r * h, h, eps) } }
+            }
             switch layer.op {
             case .conv(let inProj, let convWeight, let outProj):
                 shortConv(t, inProj: inProj, convWeight: convWeight, outProj: outProj, state: convState[i]!)
@@ -205,14 +218,18 @@ public final class LFM2Session {
                 attention(t, qProj: q, kProj: k, vProj: v, outProj: o, qNorm: qNorm, kNorm: kNorm,
                           keys: keyCache[i]!, values: valueCache[i]!)
             }
-            fb_add(hidden.pointer, operatorOut.pointer, t * h)
-            // feed_forward: w2(silu(w1 x) ⊙ w3 x) on ffn_norm(h)
-            for r in 0..<t { fb_rmsnorm(hidden.pointer + r * h, layer.ffnNorm, normed.pointer + r * h, h, c.normEps) }
-            parallel.matmul(layer.w1, normed.pointer, t, gate.pointer)
-            parallel.matmul(layer.w3, normed.pointer, t, up.pointer)
-            fb_silu_mul(gate.pointer, up.pointer, gate.pointer, t * c.intermediateSize)
-            parallel.matmul(layer.w2, gate.pointer, t, operatorOut.pointer)
-            fb_add(hidden.pointer, operatorOut.pointer, t * h)
+            // h += operator output; feed_forward: w2(silu(w1 x) ⊙ w3 x) on ffn_norm(h)
+            layer.ffnNorm.withUnsafeBufferPointer { w in
+                rows(t, width: h) { b, e in
+                    fb_add(hidden + b * h, operatorOut + b * h, (e - b) * h)
+                    for r in b..<e { fb_rmsnorm(hidden + r * h, w.baseAddress!, normed + r * h, h, eps) }
+                }
+            }
+            parallel.matmul(layer.w1, normed, t, gate)
+            parallel.matmul(layer.w3, normed, t, up)
+            rows(t, width: mlp) { b, e in fb_silu_mul(gate + b * mlp, up + b * mlp, gate + b * mlp, (e - b) * mlp) }
+            parallel.matmul(layer.w2, gate, t, operatorOut)
+            rows(t, width: h) { b, e in fb_add(hidden + b * h, operatorOut + b * h, (e - b) * h) }
         }
         position += t
     }
@@ -221,26 +238,32 @@ public final class LFM2Session {
     /// C ⊙ conv; out_proj. `state` holds the previous K−1 values of B⊙x.
     private func shortConv(_ t: Int, inProj: fb_matrix, convWeight: [Float], outProj: fb_matrix, state: FloatBuffer) {
         let h = model.config.hiddenSize, k = model.config.convKernelSize, history = k - 1
-        parallel.matmul(inProj, normed.pointer, t, projected.pointer)
+        let projected = self.projected.pointer, mixed = self.mixed.pointer
+        parallel.matmul(inProj, normed.pointer, t, projected)
         let bx = convInput.pointer
         memcpy(bx, state.pointer, history * h * 4)
-        for r in 0..<t {
-            let row = projected.pointer + r * 3 * h
-            fb_mul(row, row + 2 * h, bx + (history + r) * h, h)  // B ⊙ x
+        rows(t, width: h) { b, e in
+            for r in b..<e {
+                let row = projected + r * 3 * h
+                fb_mul(row, row + 2 * h, bx + (history + r) * h, h)  // B ⊙ x
+            }
         }
+        // Every output row reads B⊙x rows r..<r+K, all computed above, so rows are independent.
         convWeight.withUnsafeBufferPointer { w in
-            for r in 0..<t {
-                let out = mixed.pointer + r * h
-                let cGate = projected.pointer + r * 3 * h + h
-                for ch in 0..<h {
-                    var acc: Float = 0
-                    for j in 0..<k { acc += w[ch * k + j] * bx[(r + j) * h + ch] }
-                    out[ch] = cGate[ch] * acc
+            rows(t, width: h * k) { b, e in
+                for r in b..<e {
+                    let out = mixed + r * h
+                    let cGate = projected + r * 3 * h + h
+                    for ch in 0..<h {
+                        var acc: Float = 0
+                        for j in 0..<k { acc += w[ch * k + j] * bx[(r + j) * h + ch] }
+                        out[ch] = cGate[ch] * acc
+                    }
                 }
             }
         }
         memcpy(state.pointer, bx + t * h, history * h * 4)
-        parallel.matmul(outProj, mixed.pointer, t, operatorOut.pointer)
+        parallel.matmul(outProj, mixed, t, operatorOut.pointer)
     }
 
     /// GQA attention with per-head RMSNorm on q and k, rotate-half RoPE, and the KV cache.
@@ -253,23 +276,57 @@ public final class LFM2Session {
         parallel.matmul(kProj, normed.pointer, ldx: c.hiddenSize, t, q + qWidth, ldy: stride)
         parallel.matmul(vProj, normed.pointer, ldx: c.hiddenSize, t, q + qWidth + kvWidth, ldy: stride)
         let scale = 1 / Float(hd).squareRoot()
-        for r in 0..<t {
-            let pos = position + r
-            let row = q + r * stride
-            for head in 0..<heads { fb_rmsnorm(row + head * hd, qNorm, row + head * hd, hd, c.normEps) }
-            for head in 0..<kvHeads { fb_rmsnorm(row + qWidth + head * hd, kNorm, row + qWidth + head * hd, hd, c.normEps) }
-            for i in 0..<hd / 2 {
-                let angle = Float(pos) * inverseFrequency[i]  // float32 product, as the reference computes it
-                ropeCos.pointer[i] = Float(cos(Double(angle)))
-                ropeSin.pointer[i] = Float(sin(Double(angle)))
+        let start = position, eps = c.normEps, half = hd / 2
+        let ropeCos = self.ropeCos.pointer, ropeSin = self.ropeSin.pointer
+        qNorm.withUnsafeBufferPointer { qn in
+            kNorm.withUnsafeBufferPointer { kn in
+                inverseFrequency.withUnsafeBufferPointer { frequency in
+                    parallel.forEachIndexedChunk(t, work: t * stride * 16) { chunk, b, e in
+                        let cosTable = ropeCos + chunk * half, sinTable = ropeSin + chunk * half
+                        for r in b..<e {
+                            let pos = start + r
+                            let row = q + r * stride
+                            for head in 0..<heads { fb_rmsnorm(row + head * hd, qn.baseAddress!, row + head * hd, hd, eps) }
+                            for head in 0..<kvHeads { fb_rmsnorm(row + qWidth + head * hd, kn.baseAddress!, row + qWidth + head * hd, hd, eps) }
+                            for i in 0..<half {
+                                let angle = Float(pos) * frequency[i]  // float32 product, as the reference computes it
+                                cosTable[i] = Float(cos(Double(angle)))
+                                sinTable[i] = Float(sin(Double(angle)))
+                            }
+                            fb_rope(row, heads, hd, cosTable, sinTable)
+                            fb_rope(row + qWidth, kvHeads, hd, cosTable, sinTable)
+                            memcpy(keys.pointer + pos * kvWidth, row + qWidth, kvWidth * 4)
+                            memcpy(values.pointer + pos * kvWidth, row + qWidth + kvWidth, kvWidth * 4)
+                        }
+                    }
+                }
             }
-            fb_rope(row, heads, hd, ropeCos.pointer, ropeSin.pointer)
-            fb_rope(row + qWidth, kvHeads, hd, ropeCos.pointer, ropeSin.pointer)
-            memcpy(keys.pointer + pos * kvWidth, row + qWidth, kvWidth * 4)
-            memcpy(values.pointer + pos * kvWidth, row + qWidth + kvWidth, kvWidth * 4)
         }
         // Causal attention: token r sees positions 0...position+r.
         let groups = heads / kvHeads
+        if t >= fb_batched_min_tokens() {
+            // Per head: scores = q kᵀ over all position+t keys (sgemm), row r softmaxed over its first
+            // position+r+1 and zeroed after them, then out = scores v (sgemm); heads split across threads.
+            let span = position + t
+            let qs = UnsafeSendable(q), ks = UnsafeSendable(keys.pointer), vs = UnsafeSendable(values.pointer)
+            let out = UnsafeSendable(mixed.pointer), slabs = UnsafeSendable(batchScores.pointer)
+            let start = position, slab = maxBatch * contextLength
+            parallel.forEachIndexedChunk(heads, work: heads * t * span * hd * 2) { chunk, begin, end in
+                let s = slabs.value + chunk * slab
+                for head in begin..<end {
+                    let kvHead = head / groups
+                    fb_sgemm(1, t, span, hd, scale, qs.value + head * hd, stride, ks.value + kvHead * hd, kvWidth, 0, s, span)
+                    for r in 0..<t {
+                        let valid = start + r + 1
+                        fb_softmax(s + r * span, valid)
+                        if valid < span { memset(s + r * span + valid, 0, (span - valid) * 4) }
+                    }
+                    fb_sgemm(0, t, hd, span, 1, s, span, vs.value + kvHead * hd, kvWidth, 0, out.value + head * hd, qWidth)
+                }
+            }
+            parallel.matmul(outProj, mixed.pointer, t, operatorOut.pointer)
+            return
+        }
         for r in 0..<t {
             let pos = position + r
             let row = q + r * stride

@@ -2,17 +2,18 @@ import Foundation
 import Kernels
 
 // SigLIP vision tower (transformers `SiglipVisionModel`, v1, with the attention-pooling head), MODEL-SPEC §1.
-// One view in (channels first, [C, S, S]), one pooled vector out. Written in the style of LFM2.swift: weights are
-// found by their canonical names (Converter/ModelPlan.swift) and shape-checked at load, products go through
-// `Parallel.matmul`, and the scratch space is allocated once (and regrown only for a larger view).
+// Views in (channels first, [C, S, S]), one pooled vector per view out; the views of an image run as one batch of
+// patches (attention stays within each view). Written in the style of LFM2.swift: weights are found by their
+// canonical names (Converter/ModelPlan.swift) and shape-checked at load, products go through `Parallel.matmul`
+// (batched: OpenBLAS sgemm), and the scratch space is allocated once (and regrown only for a larger batch).
 //
 //   patches (row-major grid, each flattened [c][ky][kx]) ─► patch_embedding (+ bias) ─► + position table
 //   (bicubic-resized when the grid is not the table's) ─► encoder layers (pre-LN attention, pre-LN MLP)
 //   ─► post_layernorm ─► pooling head: probe attends over all tokens (nn.MultiheadAttention) = r;
 //   r + MLP(layernorm(r)) ─► pooler_output
 
-/// The vision tower's weights, scratch, and per-grid position tables. One view at a time (the scratch and the
-/// position-table cache are not shared across threads; matrix products use `threads` internally).
+/// The vision tower's weights, scratch, and per-grid position tables. One call at a time (the scratch and the
+/// position-table cache are not shared across threads; products and attention use `threads` internally).
 public final class SigLIPVisionTower {
     public let config: VisionConfig
     /// Keeps the memory the matrices point into alive.
@@ -56,9 +57,9 @@ public final class SigLIPVisionTower {
     private var positionCache: [Int: [Float]] = [:]
     private var scratch: Scratch
 
-    /// Buffers for one view of `tokens` patches.
+    /// Buffers for a batch of views of `tokens` patches in all, none of more than `viewTokens`.
     struct Scratch {
-        let tokens: Int
+        let tokens: Int, viewTokens: Int
         let patches: FloatBuffer   // [N × C·p·p]
         let hidden: FloatBuffer    // residual stream [N × D]
         let normed: FloatBuffer    // layer-norm output [N × D]
@@ -66,21 +67,22 @@ public final class SigLIPVisionTower {
         let context: FloatBuffer   // attention output before out_proj [N × D]
         let projected: FloatBuffer // out_proj / fc2 output [N × D]
         let mlp: FloatBuffer       // fc1 output [N × I]
-        let scores: FloatBuffer    // attention weights, one row of N per query [N × N]
+        let scores: FloatBuffer    // attention weights of one (view, head), per thread [threads × n × n]
 
-        init(tokens n: Int, config c: VisionConfig) {
-            tokens = n
-            let d = c.hiddenSize
-            patches = FloatBuffer(count: n * c.numChannels * c.patchSize * c.patchSize)
-            hidden = FloatBuffer(count: n * d)
-            normed = FloatBuffer(count: n * d)
-            q = FloatBuffer(count: n * d)
-            k = FloatBuffer(count: n * d)
-            v = FloatBuffer(count: n * d)
-            context = FloatBuffer(count: n * d)
-            projected = FloatBuffer(count: n * d)
-            mlp = FloatBuffer(count: n * max(c.intermediateSize, d))
-            scores = FloatBuffer(count: n * n)
+        init(tokens: Int, viewTokens: Int, config c: VisionConfig, threads: Int) {
+            self.tokens = tokens
+            self.viewTokens = viewTokens
+            let d = c.hiddenSize, n = tokens
+            patches = FloatBuffer(count: n * c.numChannels * c.patchSize * c.patchSize, zeroed: false)
+            hidden = FloatBuffer(count: n * d, zeroed: false)
+            normed = FloatBuffer(count: n * d, zeroed: false)
+            q = FloatBuffer(count: n * d, zeroed: false)
+            k = FloatBuffer(count: n * d, zeroed: false)
+            v = FloatBuffer(count: n * d, zeroed: false)
+            context = FloatBuffer(count: n * d, zeroed: false)
+            projected = FloatBuffer(count: n * d, zeroed: false)
+            mlp = FloatBuffer(count: n * max(c.intermediateSize, d), zeroed: false)
+            scores = FloatBuffer(count: max(1, threads) * viewTokens * viewTokens, zeroed: false)
         }
     }
 
@@ -139,7 +141,7 @@ public final class SigLIPVisionTower {
         // The head's MLP width is its own tensor's (it equals intermediate_size in SigLIP, but need not).
         let headWidth = try weights.entry(h + "mlp.fc1.weight").info.shape.first ?? mlpWidth
         headMLP = try mlp(h + "mlp.", width: headWidth)
-        scratch = Scratch(tokens: tableSide * tableSide, config: config)
+        scratch = Scratch(tokens: tableSide * tableSide, viewTokens: tableSide * tableSide, config: config, threads: threads)
     }
 
     /// Number of patches along one side of a view of `size` pixels (the stride-p convolution drops a remainder).
@@ -208,66 +210,124 @@ public final class SigLIPVisionTower {
 
     /// One view [C, size, size] (channels first) through the tower; writes the pooled vector (hidden floats).
     public func pooled(view: UnsafePointer<Float>, size: Int, into out: UnsafeMutablePointer<Float>) {
+        pooled(views: [(view, size)], into: out)
+    }
+
+    /// Several views ([C, size, size] each, channels first, sizes may differ) through the tower as one batch:
+    /// every per-patch step (patch embedding, layer norms, projections, MLPs) runs on all the views' patches
+    /// together, so each weight is read once for all of them; attention stays within each view. Writes one
+    /// pooled vector (hidden floats) per view, in order, to `out` (views.count × hidden).
+    public func pooled(views: [(pixels: UnsafePointer<Float>, size: Int)], into out: UnsafeMutablePointer<Float>) {
         let c = config, d = c.hiddenSize, p = c.patchSize, channels = c.numChannels
-        let side = gridSide(forViewSize: size)
-        precondition(side > 0, "a view of \(size) pixels is smaller than one \(p)-pixel patch")
-        let n = side * side
-        if scratch.tokens < n { scratch = Scratch(tokens: n, config: c) }
+        guard !views.isEmpty else { return }
+        var segments: [Segment] = []
+        var total = 0
+        for view in views {
+            let side = gridSide(forViewSize: view.size)
+            precondition(side > 0, "a view of \(view.size) pixels is smaller than one \(p)-pixel patch")
+            segments.append(Segment(start: total, count: side * side))
+            total += side * side
+        }
+        let largest = segments.map(\.count).max()!
+        if scratch.tokens < total || scratch.viewTokens < largest {
+            scratch = Scratch(tokens: max(total, scratch.tokens), viewTokens: max(largest, scratch.viewTokens), config: c,
+                              threads: parallel.threads)
+        }
         let s = scratch
-        let eps = c.layerNormEps
 
         // Patchify: patch (py, px) in row-major order, flattened [c][ky][kx] like the reshaped conv weight.
         let patchWidth = channels * p * p
-        for py in 0..<side {
-            for px in 0..<side {
-                let row = s.patches.pointer + (py * side + px) * patchWidth
-                for ch in 0..<channels {
-                    for ky in 0..<p {
-                        memcpy(row + (ch * p + ky) * p, view + (ch * size + py * p + ky) * size + px * p, p * 4)
+        for (view, segment) in zip(views, segments) {
+            let side = gridSide(forViewSize: view.size), size = view.size
+            for py in 0..<side {
+                for px in 0..<side {
+                    let row = s.patches.pointer + (segment.start + py * side + px) * patchWidth
+                    for ch in 0..<channels {
+                        for ky in 0..<p {
+                            memcpy(row + (ch * p + ky) * p, view.pixels + (ch * size + py * p + ky) * size + px * p, p * 4)
+                        }
                     }
                 }
             }
         }
-        parallel.matmul(patchEmbedding, s.patches.pointer, n, s.hidden.pointer)
-        fb_add_bias(s.hidden.pointer, patchBias, n, d)
-        positionEmbeddings(gridSide: side).withUnsafeBufferPointer { fb_add(s.hidden.pointer, $0.baseAddress!, n * d) }
+        parallel.matmul(patchEmbedding, s.patches.pointer, total, s.hidden.pointer)
+        fb_add_bias(s.hidden.pointer, patchBias, total, d)
+        for (view, segment) in zip(views, segments) {
+            positionEmbeddings(gridSide: gridSide(forViewSize: view.size)).withUnsafeBufferPointer {
+                fb_add(s.hidden.pointer + segment.start * d, $0.baseAddress!, segment.count * d)
+            }
+        }
 
         for layer in layers {
-            for r in 0..<n { fb_layernorm(s.hidden.pointer + r * d, layer.norm1Weight, layer.norm1Bias, s.normed.pointer + r * d, d, eps) }
-            parallel.matmul(layer.attention.q, s.normed.pointer, n, s.q.pointer)
-            fb_add_bias(s.q.pointer, layer.attention.qBias, n, d)
-            projectKeysValues(layer.attention, from: s.normed.pointer, n)
-            attend(queries: s.q.pointer, n, keys: n)
-            parallel.matmul(layer.attention.out, s.context.pointer, n, s.projected.pointer)
-            fb_add_bias(s.projected.pointer, layer.attention.outBias, n, d)
-            fb_add(s.hidden.pointer, s.projected.pointer, n * d)
+            layerNorm(s.hidden.pointer, layer.norm1Weight, layer.norm1Bias, into: s.normed.pointer, rows: total)
+            parallel.matmul(layer.attention.q, s.normed.pointer, total, s.q.pointer)
+            fb_add_bias(s.q.pointer, layer.attention.qBias, total, d)
+            projectKeysValues(layer.attention, from: s.normed.pointer, total)
+            attend(segments, sharedQuery: false)
+            parallel.matmul(layer.attention.out, s.context.pointer, total, s.projected.pointer)
+            fb_add_bias(s.projected.pointer, layer.attention.outBias, total, d)
+            fb_add(s.hidden.pointer, s.projected.pointer, total * d)
 
-            for r in 0..<n { fb_layernorm(s.hidden.pointer + r * d, layer.norm2Weight, layer.norm2Bias, s.normed.pointer + r * d, d, eps) }
-            runMLP(layer.mlp, input: s.normed.pointer, n, output: s.projected.pointer)
-            fb_add(s.hidden.pointer, s.projected.pointer, n * d)
+            layerNorm(s.hidden.pointer, layer.norm2Weight, layer.norm2Bias, into: s.normed.pointer, rows: total)
+            runMLP(layer.mlp, input: s.normed.pointer, total, output: s.projected.pointer)
+            fb_add(s.hidden.pointer, s.projected.pointer, total * d)
         }
-        for r in 0..<n { fb_layernorm(s.hidden.pointer + r * d, postNormWeight, postNormBias, s.normed.pointer + r * d, d, eps) }
+        layerNorm(s.hidden.pointer, postNormWeight, postNormBias, into: s.normed.pointer, rows: total)
 
-        // Pooling head (nn.MultiheadAttention with the probe as the only query), then r + MLP(layernorm(r)).
-        let head = headAttention
+        // Pooling head (nn.MultiheadAttention with the probe as the only query), then r + MLP(layernorm(r)); the
+        // probe's projection is the same for every view.
+        let head = headAttention, count = views.count
         probe.withUnsafeBufferPointer { parallel.matmul(head.q, $0.baseAddress!, 1, s.q.pointer) }
         fb_add_bias(s.q.pointer, head.qBias, 1, d)
-        projectKeysValues(head, from: s.normed.pointer, n)
-        attend(queries: s.q.pointer, 1, keys: n)
-        parallel.matmul(head.out, s.context.pointer, 1, out)
-        fb_add_bias(out, head.outBias, 1, d)
-        fb_layernorm(out, headNormWeight, headNormBias, s.normed.pointer, d, eps)
-        runMLP(headMLP, input: s.normed.pointer, 1, output: s.projected.pointer)
-        fb_add(out, s.projected.pointer, d)
+        projectKeysValues(head, from: s.normed.pointer, total)
+        attend(segments, sharedQuery: true)  // context row i = view i
+        parallel.matmul(head.out, s.context.pointer, count, out)
+        fb_add_bias(out, head.outBias, count, d)
+        layerNorm(out, headNormWeight, headNormBias, into: s.normed.pointer, rows: count)
+        runMLP(headMLP, input: s.normed.pointer, count, output: s.projected.pointer)
+        fb_add(out, s.projected.pointer, count * d)
     }
 
     /// Convenience: the pooled vector of one view given as an array ([C, size, size]).
-    public func pooled(view: [Float]) -> [Float] {
-        let size = Int((Double(view.count / config.numChannels)).squareRoot().rounded())
-        precondition(size * size * config.numChannels == view.count, "a view must hold \(config.numChannels) square channels")
-        var out = [Float](repeating: 0, count: config.hiddenSize)
-        view.withUnsafeBufferPointer { v in out.withUnsafeMutableBufferPointer { pooled(view: v.baseAddress!, size: size, into: $0.baseAddress!) } }
-        return out
+    public func pooled(view: [Float]) -> [Float] { pooled(views: [view])[0] }
+
+    /// Convenience: the pooled vectors of several views given as arrays ([C, size, size] each), as one batch.
+    public func pooled(views: [[Float]]) -> [[Float]] {
+        let d = config.hiddenSize
+        var sizes: [Int] = [], offsets: [Int] = [], all: [Float] = []
+        for view in views {
+            let size = Int((Double(view.count / config.numChannels)).squareRoot().rounded())
+            precondition(size * size * config.numChannels == view.count, "a view must hold \(config.numChannels) square channels")
+            sizes.append(size)
+            offsets.append(all.count)
+            all += view
+        }
+        var out = [Float](repeating: 0, count: views.count * d)
+        all.withUnsafeBufferPointer { pixels in
+            out.withUnsafeMutableBufferPointer { o in
+                pooled(views: views.indices.map { (pixels.baseAddress! + offsets[$0], sizes[$0]) }, into: o.baseAddress!)
+            }
+        }
+        return views.indices.map { Array(out[$0 * d ..< ($0 + 1) * d]) }
+    }
+
+    /// One view's patches: rows start..<start+count of the batch.
+    struct Segment {
+        let start: Int, count: Int
+    }
+
+    /// LayerNorm of `rows` rows of hidden floats, rows split across threads.
+    private func layerNorm(_ x: UnsafePointer<Float>, _ w: [Float], _ b: [Float], into y: UnsafeMutablePointer<Float>, rows: Int) {
+        let d = config.hiddenSize, eps = config.layerNormEps
+        let xs = UnsafeSendable(x), ys = UnsafeSendable(y)
+        w.withUnsafeBufferPointer { wb in
+            b.withUnsafeBufferPointer { bb in
+                let ws = UnsafeSendable(wb.baseAddress!), bs = UnsafeSendable(bb.baseAddress!)
+                parallel.forEachChunk(rows, work: rows * d * 8) { begin, end in
+                    for r in begin..<end { fb_layernorm(xs.value + r * d, ws.value, bs.value, ys.value + r * d, d, eps) }
+                }
+            }
+        }
     }
 
     /// k = x Wkᵀ + bk and v = x Wvᵀ + bv for the n rows of x, into the scratch k and v.
@@ -279,23 +339,32 @@ public final class SigLIPVisionTower {
         fb_add_bias(scratch.v.pointer, a.vBias, n, d)
     }
 
-    /// Multi-head softmax(q kᵀ / √head_dim) v for `queries` rows of scratch q over `keys` rows of scratch k / v
-    /// (no mask), into scratch context. Query rows are split across threads; each uses its own scores row.
-    private func attend(queries: UnsafeMutablePointer<Float>, _ count: Int, keys n: Int) {
+    /// Multi-head softmax(q kᵀ / √head_dim) v within each view: the queries are the view's rows of scratch q (or,
+    /// with `sharedQuery`, row 0 of scratch q for every view), the keys and values its rows of scratch k / v (no
+    /// mask). Output: the view's rows of scratch context (with `sharedQuery`, row i for view i). Per (view, head)
+    /// two single-threaded sgemms, scores = q kᵀ / √hd then softmax(scores) v; the (head, view) pairs are split
+    /// across threads, heads outermost so every thread gets a share of each view.
+    private func attend(_ segments: [Segment], sharedQuery: Bool) {
         let d = config.hiddenSize, heads = config.numAttentionHeads, hd = d / heads
         let scale = 1 / Float(hd).squareRoot()
-        let q = UnsafeSendable(queries), k = UnsafeSendable(scratch.k.pointer), v = UnsafeSendable(scratch.v.pointer)
-        let context = UnsafeSendable(scratch.context.pointer), scores = UnsafeSendable(scratch.scores.pointer)
-        parallel.forEachChunk(count, work: count * n * d * 2) { begin, end in
-            for r in begin..<end {
-                let row = scores.value + r * n
-                for head in 0..<heads {
-                    let query = q.value + r * d + head * hd
-                    for j in 0..<n { row[j] = fb_dot(query, k.value + j * d + head * hd, hd) * scale }
-                    fb_softmax(row, n)
-                    let o = context.value + r * d + head * hd
-                    memset(o, 0, hd * 4)
-                    for j in 0..<n { fb_axpy(row[j], v.value + j * d + head * hd, o, hd) }
+        let s = scratch, slab = s.viewTokens * s.viewTokens
+        let q = UnsafeSendable(s.q.pointer), k = UnsafeSendable(s.k.pointer), v = UnsafeSendable(s.v.pointer)
+        let context = UnsafeSendable(s.context.pointer), scores = UnsafeSendable(s.scores.pointer)
+        let work = segments.reduce(0) { $0 + (sharedQuery ? 1 : $1.count) * $1.count } * d * 2
+        segments.withUnsafeBufferPointer { segs in
+            let views = UnsafeSendable(segs.baseAddress!), count = segs.count
+            parallel.forEachIndexedChunk(heads * count, work: work) { chunk, begin, end in
+                let row = scores.value + chunk * slab
+                for unit in begin..<end {
+                    let head = unit / count, view = unit % count
+                    let segment = views.value[view], n = segment.count
+                    let keys = k.value + segment.start * d + head * hd, values = v.value + segment.start * d + head * hd
+                    let m = sharedQuery ? 1 : n
+                    let query = (sharedQuery ? q.value : q.value + segment.start * d) + head * hd
+                    let out = context.value + (sharedQuery ? view : segment.start) * d + head * hd
+                    fb_sgemm(1, m, n, hd, scale, query, d, keys, d, 0, row, n)
+                    for r in 0..<m { fb_softmax(row + r * n, n) }
+                    fb_sgemm(0, m, hd, n, 1, row, n, values, d, 0, out, d)
                 }
             }
         }
@@ -306,10 +375,17 @@ public final class SigLIPVisionTower {
         let width = m.fc1.rows
         let hidden = scratch.mlp.pointer
         parallel.matmul(m.fc1, input, n, hidden)
-        fb_add_bias(hidden, m.fc1Bias, n, width)
-        switch activation {
-        case .tanh: fb_gelu_tanh(hidden, n * width)
-        case .erf: fb_gelu_erf(hidden, n * width)
+        let h = UnsafeSendable(hidden), act = activation
+        m.fc1Bias.withUnsafeBufferPointer { bias in
+            let b = UnsafeSendable(bias.baseAddress!)
+            parallel.forEachChunk(n, work: n * width * 16) { begin, end in
+                let rows = h.value + begin * width
+                fb_add_bias(rows, b.value, end - begin, width)
+                switch act {
+                case .tanh: fb_gelu_tanh(rows, (end - begin) * width)
+                case .erf: fb_gelu_erf(rows, (end - begin) * width)
+                }
+            }
         }
         parallel.matmul(m.fc2, hidden, n, output)
         fb_add_bias(output, m.fc2Bias, n, config.hiddenSize)

@@ -113,6 +113,38 @@ final class VisionTests: XCTestCase {
         }
     }
 
+    /// The views of an image go through the tower as one batch; each view alone gives the same vector.
+    func testBatchedViewsEqualOneAtATime() throws {
+        let (_, _, model) = try model()
+        let views = SiglipPreprocessor.views(try pixelValues(), size: model.vision.config.imageSize)
+        let batch = model.vision.pooled(views: views)
+        for (i, view) in views.enumerated() {
+            check("view \(i) alone vs in the batch", model.vision.pooled(view: view), batch[i], relative: 1e-6)
+        }
+    }
+
+    /// Two threads split the products, attention heads and row loops (the 640-token prompt is long enough for
+    /// every split to happen on this small model): same numbers as one thread up to float summation order.
+    func testTwoThreadsMatchOne() throws {
+        let (_, weights, one) = try model()
+        let two = try FireboltVLModel(weights: weights, config: one.config, threads: 2)
+        let pixels = try pixelValues()
+        let grid = one.encodeImage(pixelValues: pixels)
+        check("vision grid, 2 threads vs 1", two.encodeImage(pixelValues: pixels), grid, relative: 1e-6)
+        let prompt = try inputIds()
+        let ids = (0..<640).map { prompt[$0 % prompt.count] }
+        let vocab = one.config.text.vocabSize
+        var logits: [[Float]] = []
+        for (model, threads) in [(one, 1), (two, 2)] {
+            let session = FireboltVLSession(model: model, contextLength: ids.count, maxBatch: 256, threads: threads)
+            try session.setImage(grid: grid)
+            var all = [Float](repeating: 0, count: ids.count * vocab)
+            try all.withUnsafeMutableBufferPointer { try session.forward(tokens: ids, lastLogits: nil, allLogits: $0.baseAddress!) }
+            logits.append(all)
+        }
+        check("640-token logits, 2 threads vs 1", logits[1], logits[0], relative: 1e-5)
+    }
+
     // MARK: Cross-Modal Modulator
 
     func testModulatorMatchesGoldenIntermediates() throws {

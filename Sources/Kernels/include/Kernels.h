@@ -86,4 +86,6 @@ uint64_t fb_xxh64(const void *data, size_t len, uint64_t seed);
 
 #include "Ops.h"
 #include "Probe.h"
+#include "Pool.h"
+#include "Batched.h"
 #endif

@@ -1,0 +1,53 @@
+// Private to the batched products (batched.c and its SIMD files).
+#ifndef FIREBOLT_BATCHED_INTERNAL_H
+#define FIREBOLT_BATCHED_INTERNAL_H
+
+#include "Kernels.h"
+
+// Activations for the int8 route, n tokens of `cols` values: xq [n][cols] int8 = round(x / d) with
+// d = max|x| / 127 per group of 32; dx [n][ng] the d's; ex [n][ng] = -8 * d * sum(q) over the group (the q4
+// weights are used as unsigned nibbles 0..15, and this term takes the -8 back out).
+typedef struct {
+    int8_t *xq;
+    float *dx, *ex;
+    size_t n, cols, ng;
+} fb__qact;
+
+// The right-hand matrix of a batched product, as the GEMM packs it: element (r, c) for r < rows, c < cols is
+//   type f32/f16, !transposed: data[r * stride + c];  transposed (f32 only): data[c * stride + r];
+//   q8/q4: as in fb_matrix (stride = cols, scales per group of 32).
+typedef struct {
+    fb_dtype type;
+    size_t rows, cols, stride;
+    int transposed;
+    union {
+        const float *f32;
+        const uint16_t *f16;
+        const int8_t *q8;
+        const uint8_t *q4;
+        const void *data;
+    };
+    const uint16_t *scales;
+} fb_source;
+
+// Scalar references (any CPU).
+void fb__quantize_act_scalar(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
+void fb__gemm_i8_scalar(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1);
+
+#if defined(__x86_64__) || defined(_M_X64)
+void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
+// q8/q4 weights, rows [r0, r1), all a->n tokens.
+void fb__gemm_i8_avx2(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1);
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64)
+// GEMM (gemm_x86.c): y[t*ldy + r] (+)= sum_c src(r, c) * x[t*ldx + c] for rows [r0, r1) (at most the nc the pack
+// buffer was sized for), all n tokens; columns in blocks of kc. Overwrites y (adds to it when accumulate).
+size_t fb__gemm_pack_floats(size_t nc, size_t kc);
+void fb__gemm_block_avx2(const fb_source *s, const float *x, size_t ldx, size_t n, float *y, size_t ldy, size_t r0,
+                         size_t r1, size_t kc, float *pack, int accumulate);
+#endif
+
+int fb__cpu_has_avx2(void);
+
+#endif

@@ -1,0 +1,19 @@
+// Private to ops.c and its SIMD files.
+#ifndef FIREBOLT_OPS_INTERNAL_H
+#define FIREBOLT_OPS_INTERNAL_H
+
+#include "Kernels.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+void fb__gelu_tanh_avx2(float *x, size_t n);
+void fb__silu_mul_avx2(const float *a, const float *b, float *y, size_t n);
+void fb__softmax_avx2(float *x, size_t n);
+void fb__rmsnorm_avx2(const float *x, const float *w, float *y, size_t n, float eps);
+void fb__layernorm_avx2(const float *x, const float *w, const float *b, float *y, size_t n, float eps);
+#endif
+
+// Nonzero when the AVX2 element-wise ops may be used (AVX2+FMA present, and FB_KERNELS / fb_kernels_select has
+// not forced the scalar path).
+int fb__ops_simd(void);
+
+#endif
