@@ -5,21 +5,6 @@ import XCTest
 
 // MARK: - Helpers
 
-private struct Random {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state = state &* 6364136223846793005 &+ 1442695040888963407
-        return state
-    }
-    mutating func uniform() -> Double { Double(next() >> 11) * 0x1p-53 + 0x1p-54 }
-    mutating func normal() -> Float {
-        let u = uniform(), v = uniform()
-        return Float((-2 * log(u)).squareRoot() * cos(2 * Double.pi * v))
-    }
-    mutating func normals(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in normal() * scale } }
-}
-
 /// A weight matrix in one of the storage types, made with the library's converters.
 private final class Weights {
     let type: fb_dtype
@@ -204,7 +189,7 @@ final class BatchedTests: XCTestCase {
     /// weight type, row counts that leave partial panels and blocks, column counts with vector tails (f32/f16),
     /// padded strides, on 1 and 2 threads. Tolerance as in KernelsTests.testMatmulAllPaths: 4·√(cols+4)·2⁻²⁴·Σ|w x|.
     func testBatchedRoutesMatchTheReference() {
-        var rng = Random(seed: 7)
+        var rng = LCG(seed: 7)
         let cases: [(fb_dtype, Int, Int)] = [(FB_F32, 37, 100), (FB_F32, 300, 1030), (FB_F16, 45, 300),
                                              (FB_Q8, 37, 96), (FB_Q8, 260, 1024), (FB_Q4, 300, 160), (FB_Q4, 70, 4608)]
         let pools: [OpaquePointer?] = [nil, fb_pool_shared(2)]
@@ -253,7 +238,7 @@ final class BatchedTests: XCTestCase {
     /// any single output. The AVX2 and scalar versions do the same integer sums and may differ only in float
     /// rounding (bound 1e-5 of Σ|w x|).
     func testInt8RouteError() {
-        var rng = Random(seed: 11)
+        var rng = LCG(seed: 11)
         let original = String(cString: fb_kernels_name())
         defer { XCTAssertEqual(fb_kernels_select(original), 0) }
         for (type, rows, cols) in [(FB_Q8, 70, 1024), (FB_Q4, 45, 4608), (FB_Q4, 33, 96)] {
@@ -306,7 +291,7 @@ final class BatchedTests: XCTestCase {
     }
 
     private func checkSgemm(_ path: String) {
-        var rng = Random(seed: 3)
+        var rng = LCG(seed: 3)
         for (m, n, k) in [(1, 5, 3), (7, 33, 64), (70, 19, 130), (256, 40, 17)] {
             for transB in [0, 1] {
                 for (alpha, beta) in [(Float(1), Float(0)), (0.125, 0), (1, 1)] {
@@ -345,7 +330,7 @@ final class BatchedTests: XCTestCase {
     func testElementwiseOpsMatchScalar() {
         let original = String(cString: fb_kernels_name())
         defer { XCTAssertEqual(fb_kernels_select(original), 0) }
-        var rng = Random(seed: 5)
+        var rng = LCG(seed: 5)
         for n in [1, 7, 8, 33, 768, 1000] {
             let x = rng.normals(n, scale: 3), b = rng.normals(n), w = rng.normals(n), bias = rng.normals(n)
             var masked = x
