@@ -2,7 +2,7 @@
 # Installs the Debian packages the project builds against (needs root or sudo). Safe to run again.
 set -euo pipefail
 # gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user: scripts/test-arm.sh (the ARM kernel tests).
-packages=(pkg-config libzstd-dev libopenblas-dev libpng-dev libturbojpeg0-dev
+packages=(pkg-config libzstd-dev libpng-dev libturbojpeg0-dev
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
