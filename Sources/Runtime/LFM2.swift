@@ -109,7 +109,8 @@ public final class LFM2Session {
     private let ropeCos: FloatBuffer, ropeSin: FloatBuffer
     private let inverseFrequency: [Float]
 
-    public init(model: LFM2Model, contextLength: Int, maxBatch: Int = 512, threads: Int) {
+    /// maxBatch 256: prefill buffers for 512-token steps cost 18 MiB more peak RSS for 3–10% more prefill speed.
+    public init(model: LFM2Model, contextLength: Int, maxBatch: Int = 256, threads: Int) {
         self.model = model
         self.contextLength = contextLength
         self.maxBatch = maxBatch
