@@ -188,26 +188,34 @@ public enum Benchmark {
         log("warming up")
         _ = try once(promptCount: min(16, options.promptTokens), generate: min(4, options.generatedTokens))
         var runs: [(vision: Double, cmm: Double, prefill: Double, decode: Double, ttft: Double)] = []
+        // Each repeat is paired with its own probes, taken right after it: a neighbour's load that slows the model
+        // slows the probe too, so the per-repeat ratios are steadier than ratios of separate medians.
+        var bandwidths: [Double] = [], computes: [Double] = [], efficiencies: [Double] = [], prefillRatios: [Double] = []
+        let bytesPerToken = UInt64(model.decoder.bytesPerToken)
+        var peakRSS: UInt64 = 0
         for r in 0..<max(1, options.repeats) {
             log("repeat \(r + 1)/\(options.repeats)")
-            runs.append(try once(promptCount: options.promptTokens, generate: options.generatedTokens))
+            let run = try once(promptCount: options.promptTokens, generate: options.generatedTokens)
+            runs.append(run)
+            // Peak memory of the model's work, read before the probes allocate their arrays.
+            if r == 0 { peakRSS = ProcessMemory.peakResidentBytes }
+            let bandwidth = memoryBandwidth(threads: options.threads, megabytesPerArray: 64)
+            let compute = computeGflops()
+            bandwidths.append(bandwidth)
+            computes.append(compute)
+            efficiencies.append(Double(bytesPerToken) * run.decode / bandwidth)
+            prefillRatios.append(run.prefill / max(compute, 1e-9))
         }
-        // Peak memory of the model's work, read before the probes allocate their arrays.
-        let peakRSS = ProcessMemory.peakResidentBytes
-        log("probing memory bandwidth and compute")
-        let bandwidth = memoryBandwidth(threads: options.threads)
-        let compute = computeGflops()
         let decode = Spread(runs.map(\.decode)), prefill = Spread(runs.map(\.prefill))
-        let bytesPerToken = UInt64(model.decoder.bytesPerToken)
         return BenchResult(
             model: URL(fileURLWithPath: modelPath).lastPathComponent, architecture: config.architecture, threads: options.threads,
             kernels: String(cString: fb_kernels_name()), promptTokens: options.promptTokens,
             generatedTokens: options.generatedTokens, image: options.image, loadMs: model.loadSeconds * 1000,
             visionMs: Spread(runs.map(\.vision)), cmmMs: Spread(runs.map(\.cmm)), prefillTokensPerSecond: prefill,
             decodeTokensPerSecond: decode, ttftMs: Spread(runs.map(\.ttft)), peakRSSBytes: peakRSS,
-            modelBytes: model.file.fileSize, weightBytesPerToken: bytesPerToken, bandwidthBytesPerSecond: bandwidth,
-            computeGflops: compute, decodeEfficiency: Double(bytesPerToken) * decode.median / bandwidth,
-            prefillPerComputeGflop: prefill.median / max(compute, 1e-9))
+            modelBytes: model.file.fileSize, weightBytesPerToken: bytesPerToken, bandwidthBytesPerSecond: Spread(bandwidths).median,
+            computeGflops: Spread(computes).median, decodeEfficiency: Spread(efficiencies).median,
+            prefillPerComputeGflop: Spread(prefillRatios).median)
     }
 }
 
