@@ -4,6 +4,7 @@ set -euo pipefail
 # gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user: scripts/test-arm.sh (the ARM kernel tests).
 packages=(pkg-config libzstd-dev libpng-dev libturbojpeg0-dev
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+if [ "${1:-}" = "--list" ]; then echo "${packages[@]}"; exit 0; fi
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
