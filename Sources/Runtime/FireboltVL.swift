@@ -81,9 +81,7 @@ public final class FireboltVLSession {
     /// Writes the last token's logits to `lastLogits` and every token's to `allLogits` (count × vocab) when given.
     public func forward(tokens: [Int32], lastLogits: UnsafeMutablePointer<Float>?, allLogits: UnsafeMutablePointer<Float>? = nil) throws {
         let c = model.config.text, h = c.hiddenSize, vocab = c.vocabSize
-        for t in tokens where t < 0 || Int(t) >= vocab {
-            throw FireboltError("token id \(t) is out of range (vocabulary has \(vocab) entries)")
-        }
+        try model.decoder.checkTokens(tokens)
         guard !tokens.isEmpty else { return }
         guard decoder.position + tokens.count <= decoder.contextLength else {
             throw FireboltError("the sequence needs \(decoder.position + tokens.count) positions but the context holds \(decoder.contextLength) (use --ctx)")

@@ -73,6 +73,13 @@ public final class LFM2Model {
         return total
     }
 
+    /// Every id must name a row of the embedding (and of the output head).
+    public func checkTokens(_ ids: [Int32]) throws {
+        for id in ids where id < 0 || Int(id) >= config.vocabSize {
+            throw FireboltError("token id \(id) is out of range (vocabulary has \(config.vocabSize) entries)")
+        }
+    }
+
     /// The token's embedding row (dequantized), as `inputs_embeds` would hold it.
     public func embed(_ token: Int32, into out: UnsafeMutablePointer<Float>) {
         var m = embedTokens
@@ -155,10 +162,8 @@ public final class LFM2Session {
 
     /// Token ids in: their embedding rows are looked up straight into the residual stream (no allocation).
     public func forward(tokens: [Int32], lastLogits: UnsafeMutablePointer<Float>?, allLogits: UnsafeMutablePointer<Float>? = nil) throws {
-        let h = model.config.hiddenSize, vocab = model.config.vocabSize
-        for t in tokens where t < 0 || Int(t) >= vocab {
-            throw FireboltError("token id \(t) is out of range (vocabulary has \(vocab) entries)")
-        }
+        let h = model.config.hiddenSize
+        try model.checkTokens(tokens)
         try run(count: tokens.count, lastLogits: lastLogits, allLogits: allLogits) { start, t, destination in
             for r in 0..<t { model.embed(tokens[start + r], into: destination + r * h) }
         }

@@ -68,11 +68,7 @@ public final class LoadedModel {
                             visionMs: Date().timeIntervalSince(clock) * 1000)
     }
 
-    public func checkTokenIds(_ ids: [Int32]) throws {
-        for id in ids where id < 0 || Int(id) >= config.text.vocabSize {
-            throw FireboltError("token id \(id) is out of range (vocabulary has \(config.text.vocabSize) entries)")
-        }
-    }
+    public func checkTokenIds(_ ids: [Int32]) throws { try decoder.checkTokens(ids) }
 }
 
 /// An image turned into the CMM's grid, with where the time went.
