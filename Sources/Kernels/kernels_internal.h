@@ -4,6 +4,8 @@
 
 #include "Kernels.h"
 
+#include <stdlib.h>
+
 // Signature of every fb_matmul implementation.
 #define FB__MM_ARGS                                                                                   \
     const fb_matrix *w, const float *x, size_t ldx, size_t n, float *y, size_t ldy, size_t row_begin, \
@@ -28,6 +30,26 @@ typedef struct {
     const float *d[FB__QACT_MAX_N];
     const float *c[FB__QACT_MAX_N];
 } fb__qact;
+
+// Points `a` at n tokens' activation buffers, each laid out as cols int8 quants, then ng scales d, then ng sums c.
+// Uses `stack` when it is large enough, else one heap block, which the caller frees (NULL when none was needed).
+static inline void *fb__qact_layout(fb__qact *a, uint8_t *stack, size_t stack_bytes, size_t n, size_t cols, size_t ng) {
+    const size_t per = cols + 2 * ng * sizeof(float);
+    uint8_t *buf = stack;
+    void *heap = NULL;
+    if (n * per > stack_bytes) {
+        heap = malloc(n * per);
+        if (!heap) abort();
+        buf = heap;
+    }
+    for (size_t t = 0; t < n; t++) {
+        uint8_t *p = buf + t * per;
+        a->q[t] = (int8_t *)p;
+        a->d[t] = (float *)(p + cols);
+        a->c[t] = a->d[t] + ng;
+    }
+    return heap;
+}
 
 int fb__cpu_has_f16c(void);
 

@@ -325,20 +325,9 @@ QF void QX(matvec_q)(const fb_matrix *w, const float *x, size_t ldx, size_t n, f
     const size_t cols = w->cols, ng = cols / FB_GROUP;
     const int q4 = w->type == FB_Q4;
     fb__qact a;
-    void *heap = NULL;
-    const size_t per = cols + 2 * ng * sizeof(float);  // quants, d, c per token
     __attribute__((aligned(64))) uint8_t stack[FB__QACT_STACK];
-    uint8_t *buf = stack;
-    if (n * per > sizeof stack) {
-        heap = malloc(n * per);
-        if (!heap) abort();
-        buf = heap;
-    }
+    void *heap = fb__qact_layout(&a, stack, sizeof stack, n, cols, ng);
     for (size_t t = 0; t < n; t++) {
-        uint8_t *p = buf + t * per;
-        a.q[t] = (int8_t *)p;
-        a.d[t] = (float *)(p + cols);
-        a.c[t] = a.d[t] + ng;
         QX(quant_x)(x + t * ldx, cols, q4 ? 1 + QW512 : 0, (int8_t *)a.q[t], (float *)a.d[t],
                     q4 ? (float *)a.c[t] : NULL);
     }
