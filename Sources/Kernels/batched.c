@@ -235,9 +235,9 @@ static int route_for(const fb_matrix *w, size_t n) {
     if (sel == SEL_OFF || n < MIN_TOKENS) return ROUTE_MATMUL;
     const int quant = w->type == FB_Q4 || w->type == FB_Q8;
     if (!fb__cpu_has_avx2()) return quant && sel == SEL_INT8 ? ROUTE_INT8 : ROUTE_MATMUL;
-    // int8 only when asked for: on the CPUs measured (Zen 3, AVX2 without VNNI) it is slower than the f32 GEMM
-    // and adds the activation rounding error.
-    if (quant && sel == SEL_INT8) return ROUTE_INT8;
+    // q4 takes the packed int8 kernel (2-2.5x the f32 GEMM on Zen 3, AVX2 without VNNI; scripts/bench-gemm.sh).
+    // q8 only when asked for: its kernel turns every group into floats and is slower than the f32 GEMM there.
+    if (quant && (sel == SEL_INT8 || (sel == SEL_AUTO && w->type == FB_Q4))) return ROUTE_INT8;
     return ROUTE_GEMM;
 }
 
@@ -308,10 +308,13 @@ static void int8_chunk(void *p, int c, int chunks) {
     size_t b, e;
     (void)c;
     (void)chunks;
+#if defined(__x86_64__) || defined(_M_X64)
+    void *pack = fb__cpu_has_avx2() ? slot_buffer(j->ws, c, (fb__i8_pack_bytes(j->block, j->w->cols) + 3) / 4) : NULL;
+#endif
     while (next_block(j, &b, &e)) {
 #if defined(__x86_64__) || defined(_M_X64)
-        if (fb__cpu_has_avx2()) {
-            fb__gemm_i8_avx2(j->w, &j->act, j->y, j->ldy, b, e);
+        if (pack) {
+            fb__gemm_i8_avx2(j->w, &j->act, j->y, j->ldy, b, e, pack);
             continue;
         }
 #endif

@@ -36,8 +36,10 @@ void fb__gemm_i8_scalar(const fb_matrix *w, const fb__qact *a, float *y, size_t 
 
 #if defined(__x86_64__) || defined(_M_X64)
 void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
-// q8/q4 weights, rows [r0, r1), all a->n tokens.
-void fb__gemm_i8_avx2(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1);
+// q8/q4 weights, rows [r0, r1), all a->n tokens. q4 packs the rows into `pack` first, which must hold
+// fb__i8_pack_bytes(r1 - r0, cols) bytes (64-byte aligned); q8 does not use it.
+void fb__gemm_i8_avx2(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1, void *pack);
+size_t fb__i8_pack_bytes(size_t rows, size_t cols);
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)

@@ -1,15 +1,13 @@
-// AVX2 parts of the batched products (batched.c): activation quantization, the int8 GEMM for q8/q4 weights, and
-// weight-row dequantization for the sgemm route. Per-function target attributes, chosen at run time.
+// AVX2 parts of the batched products (batched.c): activation quantization and the int8 GEMMs for q4 and q8
+// weights. Per-function target attributes, chosen at run time.
 //
-// int8 GEMM. Per group of 32 (one weight scale s, one activation scale d), for one row and one token:
-//   q4: maddubs(nibbles 0..15 as u8, xq as s8) -> 16 x i16 (|pair| <= 2*15*127, no saturation); madd with 1s
-//       -> 8 x i32; to float; acc += that * (s*d). The nibbles are w/s + 8, so sum_g s*d*sum(nib*q) is too big
-//       by 8*sum_g s*d*sum(q): the activation side precomputes ex = -8*d*sum(q) per group, and each (row, token)
-//       adds sum_g s*ex once (ng/8 FMAs against ng*5 instructions for the main sum).
-//   q8: the same with maddubs(|w|, sign(q, w)) (|pair| <= 2*127*127 < 32767), no offset.
-// Register tile: RB rows x NT tokens of 8-lane float accumulators (2 x 6 = 12 of the 16 ymm registers; of the
-// shapes tried, 4x3, 2x4, 1x8, 3x4, 4x2, this was fastest on Zen 3); the weights of a group are unpacked once per
-// row and used for NT tokens, the activations loaded once per token and used for RB rows. Rows are taken in chunks (~48 KiB of quants) that stay in L1/L2 while all tokens pass.
+// q8 int8 GEMM (the "int8" route on request). Per group of 32 (one weight scale s, one activation scale d), for one
+// row and one token: maddubs(|w|, sign(q, w)) -> 16 x i16 (|pair| <= 2*127*127 < 32767, no saturation); madd with
+// 1s -> 8 x i32; to float; acc += that * (s*d).
+// Register tile: RB rows x NT tokens of 8-lane float accumulators (2 x 6 = 12 of the 16 ymm registers); the weights
+// of a group are loaded once per row and used for NT tokens, the activations loaded once per token and used for RB
+// rows. Rows are taken in chunks (~48 KiB of quants) that stay in L1/L2 while all tokens pass.
+// q4 has its own packed kernel, below.
 #include "batched_internal.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -66,24 +64,15 @@ A2 void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, 
     }
 }
 
-// ---- int8 GEMM -----------------------------------------------------------------------------------------------
+// ---- q8 int8 GEMM -----------------------------------------------------------------------------------------------
 
-// The 32 weights of group g of a q4 row as bytes 0..15 (unsigned nibbles, in weight order).
-A2I __m256i q4_group(const uint8_t *row, size_t g) {
-    const __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(row + g * 16)));
-    const __m256i sh = _mm256_srlv_epi32(b, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
-    return _mm256_and_si256(sh, _mm256_set1_epi8(15));
-}
-
-// out[i*NT + k] = sum over groups for row r0+i, token t0+k (the q4 offset term included).
-A2I void i8_tile(const int q4, const int RB, const int NT, const fb_matrix *w, const fb__qact *a, size_t r0,
-                 size_t t0, float *out) {
+// out[i*NT + k] = sum over groups for row r0+i, token t0+k (q8 weights).
+A2I void i8_tile(const int RB, const int NT, const fb_matrix *w, const fb__qact *a, size_t r0, size_t t0, float *out) {
     const size_t cols = w->cols, ng = cols / 32;
-    const size_t wrow = q4 ? cols / 2 : cols;
-    const uint8_t *wq[2];
+    const int8_t *wq[2];
     const uint16_t *ws[2];
     for (int i = 0; i < RB; i++) {
-        wq[i] = (const uint8_t *)w->data + (r0 + i) * wrow;
+        wq[i] = (const int8_t *)w->data + (r0 + i) * cols;
         ws[i] = w->scales + (r0 + i) * ng;
     }
     const int8_t *xq[6];
@@ -97,49 +86,25 @@ A2I void i8_tile(const int q4, const int RB, const int NT, const fb_matrix *w, c
         for (int k = 0; k < NT; k++) acc[i][k] = _mm256_setzero_ps();
     const __m256i ones = _mm256_set1_epi16(1);
     for (size_t g = 0; g < ng; g++) {
-        __m256i wv[2];
+        __m256i wv[2], aw[2];
         __m256 sv[2];
         for (int i = 0; i < RB; i++) {
-            if (q4) {
-                wv[i] = q4_group(wq[i], g);
-            } else {
-                wv[i] = _mm256_loadu_si256((const __m256i *)(wq[i] + g * 32));
-            }
+            wv[i] = _mm256_loadu_si256((const __m256i *)(wq[i] + g * 32));
+            aw[i] = _mm256_sign_epi8(wv[i], wv[i]);
             sv[i] = _mm256_set1_ps(_cvtsh_ss(ws[i][g]));
         }
-        __m256i aw[2];
-        if (!q4)
-            for (int i = 0; i < RB; i++) aw[i] = _mm256_sign_epi8(wv[i], wv[i]);
         for (int k = 0; k < NT; k++) {
             const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq[k] + g * 32));
             const __m256 d = _mm256_broadcast_ss(dx[k] + g);
             for (int i = 0; i < RB; i++) {
-                const __m256i p16 = q4 ? _mm256_maddubs_epi16(wv[i], xv)
-                                       : _mm256_maddubs_epi16(aw[i], _mm256_sign_epi8(xv, wv[i]));
+                const __m256i p16 = _mm256_maddubs_epi16(aw[i], _mm256_sign_epi8(xv, wv[i]));
                 const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
                 acc[i][k] = _mm256_fmadd_ps(p, _mm256_mul_ps(sv[i], d), acc[i][k]);
             }
         }
     }
-    if (q4) {
-        // + sum_g s[g] * ex[g]  (8 groups at a time)
-        for (int i = 0; i < RB; i++) {
-            for (int k = 0; k < NT; k++) {
-                const float *ex = a->ex + (t0 + k) * ng;
-                __m256 c = _mm256_setzero_ps();
-                size_t g = 0;
-                for (; g + 8 <= ng; g += 8)
-                    c = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ws[i] + g))),
-                                        _mm256_loadu_ps(ex + g), c);
-                float tail = 0.0f;
-                for (; g < ng; g++) tail += _cvtsh_ss(ws[i][g]) * ex[g];
-                out[i * NT + k] = hsum8(acc[i][k]) + (hsum8(c) + tail);
-            }
-        }
-    } else {
-        for (int i = 0; i < RB; i++)
-            for (int k = 0; k < NT; k++) out[i * NT + k] = hsum8(acc[i][k]);
-    }
+    for (int i = 0; i < RB; i++)
+        for (int k = 0; k < NT; k++) out[i * NT + k] = hsum8(acc[i][k]);
 }
 
 #define I8_ROWS(RB, NT)                                                                              \
@@ -147,19 +112,19 @@ A2I void i8_tile(const int q4, const int RB, const int NT, const fb_matrix *w, c
         size_t r = rc;                                                                               \
         float o[16];                                                                                 \
         for (; r + (RB) <= rce; r += (RB)) {                                                         \
-            i8_tile(q4, RB, NT, w, a, r, t, o);                                                      \
+            i8_tile(RB, NT, w, a, r, t, o);                                                          \
             for (int i = 0; i < (RB); i++)                                                           \
                 for (int k = 0; k < (NT); k++) y[(t + k) * ldy + r + i] = o[i * (NT) + k];           \
         }                                                                                            \
         for (; r < rce; r++) {                                                                       \
-            i8_tile(q4, 1, NT, w, a, r, t, o);                                                       \
+            i8_tile(1, NT, w, a, r, t, o);                                                           \
             for (int k = 0; k < (NT); k++) y[(t + k) * ldy + r] = o[k];                              \
         }                                                                                            \
     } while (0)
 
-A2I void i8_run(const int q4, const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1) {
+A2 static void i8_q8(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1) {
     const size_t n = a->n;
-    const size_t row_bytes = q4 ? w->cols / 2 : w->cols;
+    const size_t row_bytes = w->cols;
     size_t chunk = (48u * 1024u) / row_bytes;
     chunk = chunk < 4 ? 4 : chunk & ~(size_t)3;
     for (size_t rc = r0; rc < r1; rc += chunk) {
@@ -177,16 +142,180 @@ A2I void i8_run(const int q4, const fb_matrix *w, const fb__qact *a, float *y, s
     }
 }
 
-A2 static void i8_q4(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1) {
-    i8_run(1, w, a, y, ldy, r0, r1);
-}
-A2 static void i8_q8(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1) {
-    i8_run(0, w, a, y, ldy, r0, r1);
+
+// ---- packed int8 GEMM for q4 weights -------------------------------------------------------------------------
+//
+// The kernel above turns every (row, token, group) product into floats: ~5 instructions per 32 multiply-adds,
+// no better than f32 FMAs. This one keeps 8 rows per register instead of 8 partial sums of one row, so the
+// float work is done once per group for 8 rows at a time and the integer work dominates:
+//
+//   pack (once per block of rows, reused by every token): per group g and step s (0..7), 64 bytes holding
+//   weights 4s..4s+3 of group g for 16 rows, as unsigned nibbles (0..15), row-major within each 4-byte lane:
+//   panel[g][s][row 0..15][4]; the f16 scales of the 16 rows converted to f32: scales[g][16].
+//   micro-kernel, per group: for each step, maddubs(weights of 8 rows, 4 activation bytes broadcast) gives per
+//   row two i16 sums of two products, added up in i16 over the 8 steps (|sum| <= 8 * 2 * 15 * 127 = 30480,
+//   so no i16 overflow); then one madd with 1s -> the group's integer dot product for 8 rows (i32), one convert,
+//   and acc += s_row * (d * dot + ex) (two FMAs; ex = -8 * d * sum(q) puts the nibbles' +8 offset back).
+//   Per group and 8 rows x 1 token: 8 maddubs + 8 adds + 1 madd + 1 convert + 2 FMAs for 256 multiply-adds.
+
+#define PK_ROWS 16                     // rows per packed panel
+#define PK_GROUP_BYTES (32 * PK_ROWS)  // bytes of one group of a panel
+#define PK_STEP 48  // tokens that pass over a panel while it is in L1/L2
+
+size_t fb__i8_pack_bytes(size_t rows, size_t cols) {
+    const size_t panels = (rows + PK_ROWS - 1) / PK_ROWS, ng = cols / 32;
+    return panels * ng * (PK_GROUP_BYTES + PK_ROWS * sizeof(float));
 }
 
-void fb__gemm_i8_avx2(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1) {
+// The 32 weights of group g of a q4 row as bytes 0..15 (unsigned nibbles, in weight order).
+A2I __m256i q4_group(const uint8_t *row, size_t g) {
+    const __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(row + g * 16)));
+    const __m256i sh = _mm256_srlv_epi32(b, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+    return _mm256_and_si256(sh, _mm256_set1_epi8(15));
+}
+
+// 8 x 8 transpose of 32-bit lanes (rows v[0..7] -> columns).
+A2I void transpose8_epi32(__m256i v[8]) {
+    const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    const __m256i t4 = _mm256_unpacklo_epi32(v[4], v[5]), t5 = _mm256_unpackhi_epi32(v[4], v[5]);
+    const __m256i t6 = _mm256_unpacklo_epi32(v[6], v[7]), t7 = _mm256_unpackhi_epi32(v[6], v[7]);
+    const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+    const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+    const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+    const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+    v[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+    v[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+    v[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+    v[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+    v[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+    v[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+    v[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+    v[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+}
+
+// Packs rows [r0, r1) (at most PK_ROWS; missing rows get zero weights and scales) of a q4 matrix, all groups.
+A2 static void pack_q4_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
+    const size_t ng = w->cols / 32, row_bytes = w->cols / 2;
+    const uint8_t *q = w->data;
+    for (size_t g = 0; g < ng; g++) {
+        for (size_t h = 0; h < PK_ROWS; h += 8) {
+            __m256i v[8];
+            for (size_t i = 0; i < 8; i++) {
+                const size_t r = r0 + h + i;
+                v[i] = r < r1 ? q4_group(q + r * row_bytes, g) : _mm256_setzero_si256();
+                scales[g * PK_ROWS + h + i] = r < r1 ? _cvtsh_ss(w->scales[r * ng + g]) : 0.0f;
+            }
+            transpose8_epi32(v);  // v[s] = weights 4s..4s+3 of the 8 rows
+            for (int s = 0; s < 8; s++) _mm256_storeu_si256((__m256i *)(panel + g * PK_GROUP_BYTES + s * 64 + h * 4), v[s]);
+        }
+    }
+}
+
+// y[t0 + k][rows of the panel] for k < NT: RB blocks of 8 rows (offset `h` rows into the panel), nr rows valid.
+A2I void i8_panel_tile(const int RB, const int NT, size_t ng, const uint8_t *panel, const float *scales, size_t h,
+                       const fb__qact *a, size_t t0, float *y, size_t ldy, size_t nr) {
+    const int8_t *xq[6];
+    const float *dx[6], *ex[6];
+    for (int k = 0; k < NT; k++) {
+        xq[k] = a->xq + (t0 + k) * a->cols;
+        dx[k] = a->dx + (t0 + k) * ng;
+        ex[k] = a->ex + (t0 + k) * ng;
+    }
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[2][6];
+    for (int b = 0; b < RB; b++)
+        for (int k = 0; k < NT; k++) acc[b][k] = _mm256_setzero_ps();
+    for (size_t g = 0; g < ng; g++) {
+        const uint8_t *pg = panel + g * PK_GROUP_BYTES + h * 4;
+        __m256i s16[2][6];
+        for (int s = 0; s < 8; s++) {
+            __m256i wv[2];
+            for (int b = 0; b < RB; b++) wv[b] = _mm256_loadu_si256((const __m256i *)(pg + s * 64 + b * 32));
+            for (int k = 0; k < NT; k++) {
+                int32_t x4;
+                memcpy(&x4, xq[k] + g * 32 + s * 4, 4);
+                const __m256i xv = _mm256_set1_epi32(x4);
+                for (int b = 0; b < RB; b++) {
+                    const __m256i p = _mm256_maddubs_epi16(wv[b], xv);
+                    s16[b][k] = s == 0 ? p : _mm256_add_epi16(s16[b][k], p);
+                }
+            }
+        }
+        for (int k = 0; k < NT; k++) {
+            const __m256 d = _mm256_broadcast_ss(dx[k] + g), e = _mm256_broadcast_ss(ex[k] + g);
+            for (int b = 0; b < RB; b++) {
+                const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[b][k], ones));
+                const __m256 sc = _mm256_loadu_ps(scales + g * PK_ROWS + h + b * 8);
+                acc[b][k] = _mm256_fmadd_ps(_mm256_fmadd_ps(dot, d, e), sc, acc[b][k]);
+            }
+        }
+    }
+    for (int k = 0; k < NT; k++) {
+        float *yt = y + (t0 + k) * ldy;
+        for (int b = 0; b < RB; b++) {
+            const size_t base = (size_t)b * 8;
+            if (base + 8 <= nr) {
+                _mm256_storeu_ps(yt + base, acc[b][k]);
+            } else if (base < nr) {
+                float tmp[8];
+                _mm256_storeu_ps(tmp, acc[b][k]);
+                for (size_t i = base; i < nr; i++) yt[i] = tmp[i - base];
+            }
+        }
+    }
+}
+
+// Micro-tile: PK_RB blocks of 8 rows x PK_TOKENS tokens = 12 i16 accumulators + 2 weight registers + 1 broadcast
+// of the 16 ymm registers (the 12 float accumulators, touched once per group, live on the stack). Of 2x3, 2x4, 2x5,
+// 2x6, 1x4, 1x5, 1x6, this was fastest on Zen 3.
+#define PK_TOKENS 6
+#define PK_RB 2
+
+#define PK_TILE(NT)                                                                                              \
+    for (size_t h = 0; h < PK_ROWS; h += 8 * PK_RB)                                                              \
+        if (h < nr) i8_panel_tile(PK_RB, NT, ng, panel, scales, h, a, t, y + h, ldy, nr - h < 8 * PK_RB ? nr - h : 8 * PK_RB)
+
+A2 static void i8_panel_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
+                               size_t t1, float *y, size_t ldy, size_t nr) {
+    size_t t = t0;
+    for (; t + PK_TOKENS <= t1; t += PK_TOKENS) PK_TILE(PK_TOKENS);
+    switch (t1 - t) {
+    case 5: PK_TILE(5); break;
+    case 4: PK_TILE(4); break;
+    case 3: PK_TILE(3); break;
+    case 2: PK_TILE(2); break;
+    case 1: PK_TILE(1); break;
+    default: break;
+    }
+}
+
+// Rows [r0, r1) of a q4 matrix for all a->n tokens; `pack` holds fb__i8_pack_bytes(r1 - r0, cols).
+A2 static void i8_q4_packed(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1,
+                            void *pack) {
+    const size_t ng = w->cols / 32, panels = (r1 - r0 + PK_ROWS - 1) / PK_ROWS;
+    uint8_t *quants = pack;
+    float *scales = (float *)(quants + panels * ng * PK_GROUP_BYTES);
+    for (size_t j = 0; j < panels; j++) {
+        const size_t rb = r0 + j * PK_ROWS, re = r1 - rb < PK_ROWS ? r1 : rb + PK_ROWS;
+        pack_q4_panel(w, rb, re, quants + j * ng * PK_GROUP_BYTES, scales + j * ng * PK_ROWS);
+    }
+    // Token tiles outermost: one tile's activations (PK_TOKENS x cols bytes) stay in L1 while the packed block
+    // (rows x cols bytes) streams from L2.
+    const size_t step = PK_STEP;
+    for (size_t t = 0; t < a->n; t += step) {
+        const size_t te = a->n - t < step ? a->n : t + step;
+        for (size_t j = 0; j < panels; j++) {
+            const size_t rb = r0 + j * PK_ROWS, nr = r1 - rb < PK_ROWS ? r1 - rb : PK_ROWS;
+            i8_panel_tokens(ng, quants + j * ng * PK_GROUP_BYTES, scales + j * ng * PK_ROWS, a, t, te, y + rb, ldy, nr);
+        }
+    }
+}
+
+void fb__gemm_i8_avx2(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1,
+                      void *pack) {
     if (w->type == FB_Q4)
-        i8_q4(w, a, y, ldy, r0, r1);
+        i8_q4_packed(w, a, y, ldy, r0, r1, pack);
     else if (w->type == FB_Q8)
         i8_q8(w, a, y, ldy, r0, r1);
 }

@@ -241,10 +241,12 @@ final class BatchedTests: XCTestCase {
         var rng = LCG(seed: 11)
         let original = String(cString: fb_kernels_name())
         defer { XCTAssertEqual(fb_kernels_select(original), 0) }
-        for (type, rows, cols) in [(FB_Q8, 70, 1024), (FB_Q4, 45, 4608), (FB_Q4, 33, 96)] {
+        // q4 packs 16-row panels in blocks of 64 rows and walks the tokens 48 at a time in tiles of 6: the shapes
+        // and token counts below leave partial panels and blocks and every tile remainder (1-5).
+        for (type, rows, cols) in [(FB_Q8, 70, 1024), (FB_Q4, 45, 4608), (FB_Q4, 33, 96), (FB_Q4, 150, 256)] {
             let w = Weights(type, rows: rows, cols: cols, rng.normals(rows * cols, scale: 0.05))
             let wd = w.dequantized()
-            for n in [8, 19] {
+            for n in (type == FB_Q4 && cols <= 256 ? [8, 9, 10, 11, 19, 53] : [8, 19]) {
                 let x = rng.normals(n * cols)
                 let (ref, mag) = reference(wd, rows: rows, cols: cols, x, ldx: cols, n: n)
                 XCTAssertEqual(fb_batched_select("int8"), 0)
@@ -252,14 +254,18 @@ final class BatchedTests: XCTestCase {
                 for path in ["scalar", original] {
                     XCTAssertEqual(fb_kernels_select(path), 0)
                     XCTAssertEqual(String(cString: fb_batched_route([w.matrix], n)), "int8")
-                    var y = [Float](repeating: 0, count: n * rows)
+                    // Padded output rows (ldy = rows + 3) hold a sentinel that must survive.
+                    let ldy = rows + 3, sentinel: Float = -12345
+                    var y = [Float](repeating: sentinel, count: n * ldy)
                     let ws = fb_workspace_create()
                     var m = w.matrix
                     x.withUnsafeBufferPointer { xp in
-                        y.withUnsafeMutableBufferPointer { yp in fb_matmul_pool(fb_pool_shared(2), ws, &m, xp.baseAddress, cols, n, yp.baseAddress, rows) }
+                        y.withUnsafeMutableBufferPointer { yp in fb_matmul_pool(fb_pool_shared(2), ws, &m, xp.baseAddress, cols, n, yp.baseAddress, ldy) }
                     }
                     fb_workspace_destroy(ws)
-                    results.append(y)
+                    let outside = (0..<n).reduce(0) { c, t in c + (rows..<ldy).filter { y[t * ldy + $0] != sentinel }.count }
+                    XCTAssertEqual(outside, 0, "\(path), \(typeName(type)) \(rows)x\(cols), n \(n): wrote outside the rows")
+                    results.append((0..<n).flatMap { t in y[t * ldy..<t * ldy + rows] })
                 }
                 let what = "\(typeName(type)) \(rows)x\(cols), n \(n)"
                 var e = 0.0, s = 0.0, worst = 0.0, offScalar = 0

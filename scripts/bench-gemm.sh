@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Prefill-shaped batched products (fb_matmul_pool) in GFLOP/s, per route.
+#   scripts/bench-gemm.sh [-t threads] [-n tokens] [-s seconds] [-r gemm,int8] [q4:4608x1024 ...]
+# Builds with the Swift toolchain's clang at -O2 (as a release build), outside SwiftPM.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cc=${CC:-$(command -v clang || echo /opt/swift/usr/bin/clang)}
+out=${TMPDIR:-/tmp}/fb-bench-gemm
+"$cc" -O2 -std=gnu11 -I Sources/Kernels/include Sources/Kernels/*.c scripts/bench-gemm.c -o "$out" -lm -lpthread
+exec "$out" "$@"
