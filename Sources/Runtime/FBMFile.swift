@@ -81,25 +81,30 @@ public final class FBMFile {
         if mappedAll && !header.tensors.isEmpty {
             mapping = try MemoryMapping(fd: fd, length: Int(fileSize), path: path)
         }
-        let store = WeightStore(mapping: mapping)
+        // Tensors read or decompressed from the file all live in one arena (see WeightArena).
+        let arenaBytes = mapping != nil ? 0 : header.tensors.reduce(0) { $0 + WeightArena.slot(Int($1.rawBytes)) }
+        let arena = try WeightArena(byteCount: arenaBytes, path: path)
+        let store = WeightStore(mapping: mapping, arena: arena)
         var scratch = AlignedBuffer(byteCount: 0)
+        var arenaOffset = 0
         for t in header.tensors {
             if let mapping {
                 let pointer = UnsafeRawPointer(mapping.base + Int(prefix.dataOffset + t.offset))
                 if verify { try checkChecksum(t, pointer) }
-                store.add(t, pointer: pointer, owned: nil)
+                store.add(t, pointer: pointer)
                 continue
             }
-            let destination = AlignedBuffer(byteCount: Int(t.rawBytes))
+            let destination = arena.base + arenaOffset
+            arenaOffset += WeightArena.slot(Int(t.rawBytes))
             switch t.compression {
             case .none:
-                try readStored(t, into: destination.pointer)
-                if verify { try checkChecksum(t, UnsafeRawPointer(destination.pointer)) }
+                try readStored(t, into: destination)
+                if verify { try checkChecksum(t, UnsafeRawPointer(destination)) }
             case .zstd:
                 scratch.reserve(Int(t.storedBytes))
                 try readStored(t, into: scratch.pointer)
                 if verify { try checkChecksum(t, UnsafeRawPointer(scratch.pointer)) }
-                let produced = ZSTD_decompress(destination.pointer, Int(t.rawBytes), scratch.pointer, Int(t.storedBytes))
+                let produced = ZSTD_decompress(destination, Int(t.rawBytes), scratch.pointer, Int(t.storedBytes))
                 if ZSTD_isError(produced) != 0 {
                     throw FireboltError("tensor \(t.name): zstd data is corrupt (\(String(cString: ZSTD_getErrorName(produced))))", file: path)
                 }
@@ -107,7 +112,7 @@ public final class FBMFile {
                     throw FireboltError("tensor \(t.name): decompressed to \(produced) bytes, expected \(t.rawBytes)", file: path)
                 }
             }
-            store.add(t, pointer: UnsafeRawPointer(destination.pointer), owned: destination)
+            store.add(t, pointer: UnsafeRawPointer(destination))
         }
         return store
     }
@@ -175,6 +180,43 @@ final class MemoryMapping {
     deinit { munmap(base, length) }
 }
 
+/// One anonymous mapping that holds every loaded tensor, each at a 64-byte aligned offset. One region instead of
+/// a heap buffer per tensor so that it can be backed by transparent huge pages (2 MiB) where the kernel allows
+/// it: decode streams all ~200 MB of weights per token, and with 4 KiB pages every 4 KiB costs a TLB miss
+/// (madvise(MADV_HUGEPAGE) costs at most one partly used 2 MiB page; FB_HUGEPAGES=0 turns it off, to compare).
+final class WeightArena {
+    static let hugePage = 2 << 20
+    let base: UnsafeMutableRawPointer
+    private let mapped: UnsafeMutableRawPointer?
+    private let mappedBytes: Int
+
+    /// Bytes a tensor of `bytes` takes in the arena (64-byte aligned slots).
+    static func slot(_ bytes: Int) -> Int { (bytes + 63) & ~63 }
+
+    init(byteCount: Int, path: String) throws {
+        guard byteCount > 0 else {
+            base = UnsafeMutableRawPointer(bitPattern: 64)!
+            mapped = nil
+            mappedBytes = 0
+            return
+        }
+        // Over-allocate by one huge page so that the region can start on a 2 MiB boundary.
+        let bytes = (byteCount + WeightArena.hugePage - 1) / WeightArena.hugePage * WeightArena.hugePage + WeightArena.hugePage
+        guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+            throw FireboltError("cannot allocate \(byteCount) bytes for the weights: \(String(cString: strerror(errno)))", file: path)
+        }
+        mapped = p
+        mappedBytes = bytes
+        let aligned = (Int(bitPattern: p) + WeightArena.hugePage - 1) / WeightArena.hugePage * WeightArena.hugePage
+        base = UnsafeMutableRawPointer(bitPattern: aligned)!
+        if ProcessInfo.processInfo.environment["FB_HUGEPAGES"] != "0" {
+            _ = madvise(base, byteCount, MADV_HUGEPAGE)  // a hint: fine if the kernel has huge pages off
+        }
+    }
+
+    deinit { if let mapped { munmap(mapped, mappedBytes) } }
+}
+
 /// A heap buffer aligned to 64 bytes (SIMD loads, cache lines).
 final class AlignedBufferStorage {
     var pointer: UnsafeMutableRawPointer
@@ -194,7 +236,6 @@ struct AlignedBuffer {
     private var storage: AlignedBufferStorage
     init(byteCount: Int) { storage = AlignedBufferStorage(byteCount: byteCount) }
     var pointer: UnsafeMutableRawPointer { storage.pointer }
-    var owner: AnyObject { storage }
 
     mutating func reserve(_ byteCount: Int) {
         if byteCount > storage.capacity { storage = AlignedBufferStorage(byteCount: byteCount) }
@@ -209,14 +250,16 @@ public final class WeightStore {
     }
 
     private var entries: [String: Entry] = [:]
-    private var owners: [AnyObject] = []
     private let mapping: MemoryMapping?
+    private let arena: WeightArena  // owns the tensors that are not in `mapping`
 
-    init(mapping: MemoryMapping?) { self.mapping = mapping }
+    init(mapping: MemoryMapping?, arena: WeightArena) {
+        self.mapping = mapping
+        self.arena = arena
+    }
 
-    fileprivate func add(_ info: TensorInfo, pointer: UnsafeRawPointer, owned: AlignedBuffer?) {
+    fileprivate func add(_ info: TensorInfo, pointer: UnsafeRawPointer) {
         entries[info.name] = Entry(info: info, pointer: pointer)
-        if let owned { owners.append(owned.owner) }
     }
 
     public var names: [String] { entries.keys.sorted() }
