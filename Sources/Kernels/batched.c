@@ -26,6 +26,14 @@ int fb__cpu_has_avx2(void) {
 #endif
 }
 
+int fb__cpu_has_dotprod(void) {
+#if defined(__aarch64__)
+    return strcmp(fb_kernels_name(), "neon-dotprod") == 0;
+#else
+    return 0;
+#endif
+}
+
 // GEMM blocking: NC rows x KC columns of f32 packed at a time (128 KiB, half the L2 of the CPUs this was tuned
 // on); FB_GEMM_NC / FB_GEMM_KC override, for tuning.
 static size_t gemm_nc = 128, gemm_kc = 256;
@@ -188,7 +196,7 @@ void fb_workspace_destroy(fb_workspace *ws) {
     free(ws);
 }
 
-__attribute__((unused)) static float *slot_buffer(fb_workspace *ws, int c, size_t floats) {  // unused where the x86 GEMM is absent
+__attribute__((unused)) static float *slot_buffer(fb_workspace *ws, int c, size_t floats) {  // unused on other CPUs
     const int slot = c < MAX_SLOTS ? c : MAX_SLOTS - 1;
     return ws->block[slot] = grow(ws->block[slot], &ws->block_cap[slot], floats * 4);
 }
@@ -234,7 +242,12 @@ static int route_for(const fb_matrix *w, size_t n) {
     const int sel = current_selection();
     if (sel == SEL_OFF || n < MIN_TOKENS) return ROUTE_MATMUL;
     const int quant = w->type == FB_Q4 || w->type == FB_Q8;
-    if (!fb__cpu_has_avx2()) return quant && sel == SEL_INT8 ? ROUTE_INT8 : ROUTE_MATMUL;
+    if (!fb__cpu_has_avx2()) {
+        // AArch64 with the dot product: q4 takes the packed int8 kernel (batched_arm.c); else fb_matmul (float
+        // for n > 4), or the scalar int8 reference when int8 is asked for.
+        if (w->type == FB_Q4 && fb__cpu_has_dotprod() && (sel == SEL_AUTO || sel == SEL_INT8)) return ROUTE_INT8;
+        return quant && sel == SEL_INT8 ? ROUTE_INT8 : ROUTE_MATMUL;
+    }
     // q4 takes the packed int8 kernel (2-2.5x the f32 GEMM on Zen 3, AVX2 without VNNI; scripts/bench-gemm.sh).
     // q8 only when asked for: its kernel turns every group into floats and is slower than the f32 GEMM there.
     if (quant && (sel == SEL_INT8 || (sel == SEL_AUTO && w->type == FB_Q4))) return ROUTE_INT8;
@@ -310,11 +323,20 @@ static void int8_chunk(void *p, int c, int chunks) {
     (void)chunks;
 #if defined(__x86_64__) || defined(_M_X64)
     void *pack = fb__cpu_has_avx2() ? slot_buffer(j->ws, c, (fb__i8_pack_bytes(j->block, j->w->cols) + 3) / 4) : NULL;
+#elif defined(__aarch64__)
+    void *pack = j->w->type == FB_Q4 && fb__cpu_has_dotprod()
+                     ? slot_buffer(j->ws, c, (fb__i8_pack_bytes_arm(j->block, j->w->cols) + 3) / 4)
+                     : NULL;
 #endif
     while (next_block(j, &b, &e)) {
 #if defined(__x86_64__) || defined(_M_X64)
         if (pack) {
             fb__gemm_i8_avx2(j->w, &j->act, j->y, j->ldy, b, e, pack);
+            continue;
+        }
+#elif defined(__aarch64__)
+        if (pack) {
+            fb__gemm_i8_q4_dotprod(j->w, &j->act, j->y, j->ldy, b, e, pack);
             continue;
         }
 #endif

@@ -50,6 +50,16 @@ void fb__gemm_block_avx2(const fb_source *s, const float *x, size_t ldx, size_t 
                          size_t r1, size_t kc, float *pack, int accumulate);
 #endif
 
+#if defined(__aarch64__)
+// q4 weights with the dot product (batched_arm.c): rows [r0, r1), all a->n tokens; `pack` holds
+// fb__i8_pack_bytes_arm(r1 - r0, cols) bytes.
+void fb__gemm_i8_q4_dotprod(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1,
+                            void *pack);
+size_t fb__i8_pack_bytes_arm(size_t rows, size_t cols);
+#endif
+
 int fb__cpu_has_avx2(void);
+// fb_matmul runs its "neon-dotprod" path (an AArch64 CPU with SDOT, not overridden).
+int fb__cpu_has_dotprod(void);
 
 #endif

@@ -1,5 +1,5 @@
 // fb_matmul on every kernel path this CPU offers, against the scalar path and a double-precision
-// reference, for every dtype and a range of shapes. Written for the AArch64 paths, which are
+// reference, for every dtype and a range of shapes; and the batched int8 route for q4 against its scalar reference. Written for the AArch64 paths, which are
 // checked under qemu-user by scripts/test-arm.sh (SwiftPM cannot cross-build the package here), but
 // portable: built natively it checks the x86 paths the same way. Not part of any SwiftPM target.
 //
@@ -195,6 +195,65 @@ static void run_case(const test_case *tc, const char **paths, int npaths) {
     free(scales);
 }
 
+// The batched int8 route for q4 (fb_matmul_pool; on AArch64 with the dot product the packed SDOT kernel): each path
+// against the scalar int8 reference, which does the same integer sums, so they may differ only by float rounding
+// (1e-5 of sum |w x|). Also checks which route "auto" picks: int8 exactly where the path is neon-dotprod or avx2+.
+static void check_int8_route(const char **paths, int npaths) {
+    const size_t shapes[][2] = {{37, 256}, {150, 1024}};
+    const size_t tokens[] = {8, 11, 53};
+    fb_pool *pool = fb_pool_create(2);
+    fb_workspace *ws = fb_workspace_create();
+    for (size_t si = 0; si < 2; si++) {
+        const size_t rows = shapes[si][0], cols = shapes[si][1];
+        float *w = malloc(rows * cols * sizeof(float)), *wd = malloc(rows * cols * sizeof(float));
+        uint8_t *q = malloc(fb_quant_bytes(FB_Q4, rows, cols));
+        uint16_t *sc = malloc(fb_scale_bytes(FB_Q4, rows, cols));
+        for (size_t i = 0; i < rows * cols; i++) w[i] = 0.05f * normal();
+        fb_quantize_q4(w, cols, 0, rows, q, sc);
+        const fb_matrix m = {FB_Q4, rows, cols, q, sc};
+        for (size_t r = 0; r < rows; r++) fb_matrix_row(&m, r, wd + r * cols);
+        for (size_t ti = 0; ti < 3; ti++) {
+            const size_t n = tokens[ti];
+            float *x = malloc(n * cols * sizeof(float)), *ref = malloc(n * rows * sizeof(float)),
+                  *y = malloc(n * rows * sizeof(float));
+            for (size_t i = 0; i < n * cols; i++) x[i] = normal();
+            fb_kernels_select("scalar");
+            fb_batched_select("int8");
+            fb_matmul_pool(pool, ws, &m, x, cols, n, ref, rows);
+            for (int p = 1; p < npaths; p++) {
+                fb_kernels_select(paths[p]);
+                fb_batched_select("auto");
+                const int fast = !strcmp(paths[p], "neon-dotprod") || !strncmp(paths[p], "avx", 3);
+                if ((strcmp(fb_batched_route(&m, n), "int8") == 0) != fast)
+                    FAIL("path %s: auto route for q4 is %s", paths[p], fb_batched_route(&m, n));
+                fb_batched_select("int8");
+                memset(y, 0, n * rows * sizeof(float));
+                fb_matmul_pool(pool, ws, &m, x, cols, n, y, rows);
+                for (size_t t = 0; t < n; t++)
+                    for (size_t r = 0; r < rows; r++) {
+                        double mag = 0;
+                        for (size_t c = 0; c < cols; c++) mag += fabs((double)wd[r * cols + c] * x[t * cols + c]);
+                        const double e = fabs((double)y[t * rows + r] - ref[t * rows + r]);
+                        checks++;
+                        if (!(e <= 1e-5 * mag))
+                            FAIL("int8 route, path %s, q4 %zux%zu, n %zu, t %zu, r %zu: %g vs scalar %g", paths[p], rows,
+                                 cols, n, t, r, y[t * rows + r], ref[t * rows + r]);
+                    }
+            }
+            free(x);
+            free(ref);
+            free(y);
+        }
+        free(w);
+        free(wd);
+        free(q);
+        free(sc);
+    }
+    fb_batched_select("auto");
+    fb_workspace_destroy(ws);
+    fb_pool_destroy(pool);
+}
+
 int main(int argc, char **argv) {
     const char *label = "native", *expect_default = NULL;
     const char *missing[8];
@@ -234,6 +293,7 @@ int main(int argc, char **argv) {
         {FB_Q4, 32, 0, 0},   {FB_Q4, 1024, 0, 0},  {FB_Q4, 4608, 0, 0}, {FB_Q4, 4192, 0, 0},  {FB_Q8, 32, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], paths, npaths);
+    check_int8_route(paths, npaths);
     fb_kernels_select(def);
 
     const double rel = int8_ref2 > 0 ? sqrt(int8_err2 / int8_ref2) : 0;

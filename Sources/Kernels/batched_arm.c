@@ -1,0 +1,133 @@
+// AArch64 part of the batched products (batched.c): the packed int8 GEMM for q4 weights with the ARMv8.2 dot
+// product (SDOT), used when fb_matmul runs its "neon-dotprod" path. Same scheme and packed layout as the AVX2
+// kernel in batched_x86.c:
+//   pack: per group g and step s (0..7), 64 bytes = weights 4s..4s+3 of group g for 16 rows, as nibbles 0..15
+//         (row-major within each 4-byte lane), and the 16 rows' scales as f32;
+//   micro-kernel: one 16-byte register holds 4 rows x 4 weights; SDOT by lane against 4 activation bytes adds
+//         each row's 4 products into its i32 lane (exact: no i16 stage as on AVX2); per group, to float once:
+//         acc += s_row * (d * dot + ex), ex = -8 * d * sum(q) putting the nibbles' +8 offset back.
+//   Tile: 4 blocks of 4 rows (16 rows) x 3 tokens = 12 i32 + 12 f32 accumulators of the 32 vector registers.
+#include "batched_internal.h"
+
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#include <string.h>
+
+#define DP __attribute__((target("arch=armv8.2-a+dotprod")))
+#define DPI static inline __attribute__((always_inline, target("arch=armv8.2-a+dotprod")))
+
+#define PK_ROWS 16
+#define PK_GROUP_BYTES (32 * PK_ROWS)
+#define PK_TOKENS 3
+#define PK_STEP 48  // tokens that pass over a panel while it is in cache
+
+size_t fb__i8_pack_bytes_arm(size_t rows, size_t cols) {
+    const size_t panels = (rows + PK_ROWS - 1) / PK_ROWS, ng = cols / 32;
+    return panels * ng * (PK_GROUP_BYTES + PK_ROWS * sizeof(float));
+}
+
+// Packs rows [r0, r1) (at most PK_ROWS; missing rows get zero weights and scales), all groups.
+static void pack_q4_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
+    const size_t ng = w->cols / 32, row_bytes = w->cols / 2;
+    const uint8_t *q = w->data;
+    for (size_t g = 0; g < ng; g++) {
+        uint8_t *pg = panel + g * PK_GROUP_BYTES;
+        for (size_t i = 0; i < PK_ROWS; i++) {
+            const size_t r = r0 + i;
+            uint8_t nib[32];
+            if (r < r1) {
+                const uint8x16_t b = vld1q_u8(q + r * row_bytes + g * 16);
+                vst1q_u8(nib, vandq_u8(b, vdupq_n_u8(15)));  // weights 0..15 of the group
+                vst1q_u8(nib + 16, vshrq_n_u8(b, 4));        // weights 16..31
+                scales[g * PK_ROWS + i] = fb_f16_to_f32(w->scales[r * ng + g]);
+            } else {
+                memset(nib, 0, sizeof nib);
+                scales[g * PK_ROWS + i] = 0.0f;
+            }
+            for (int s = 0; s < 8; s++) memcpy(pg + s * 64 + i * 4, nib + 4 * s, 4);
+        }
+    }
+}
+
+// y[t0 + k][0..nr) for k < NT over the 16 rows of a panel.
+DPI void tile(const int NT, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
+              float *y, size_t ldy, size_t nr) {
+    const int8_t *xq[PK_TOKENS];
+    const float *dx[PK_TOKENS], *ex[PK_TOKENS];
+    for (int k = 0; k < NT; k++) {
+        xq[k] = a->xq + (t0 + k) * a->cols;
+        dx[k] = a->dx + (t0 + k) * ng;
+        ex[k] = a->ex + (t0 + k) * ng;
+    }
+    float32x4_t acc[4][PK_TOKENS];
+    for (int b = 0; b < 4; b++)
+        for (int k = 0; k < NT; k++) acc[b][k] = vdupq_n_f32(0.0f);
+    for (size_t g = 0; g < ng; g++) {
+        const int8_t *pg = (const int8_t *)panel + g * PK_GROUP_BYTES;
+        int32x4_t dot[4][PK_TOKENS];
+        for (int b = 0; b < 4; b++)
+            for (int k = 0; k < NT; k++) dot[b][k] = vdupq_n_s32(0);
+        for (int h = 0; h < 2; h++) {  // activations 16h..16h+15: steps 4h..4h+3
+            int8x16_t xv[PK_TOKENS];
+            for (int k = 0; k < NT; k++) xv[k] = vld1q_s8(xq[k] + g * 32 + 16 * h);
+#define STEP(L)                                                                                  \
+    for (int b = 0; b < 4; b++) {                                                                \
+        const int8x16_t wv = vld1q_s8(pg + (4 * h + (L)) * 64 + b * 16);                         \
+        for (int k = 0; k < NT; k++) dot[b][k] = vdotq_laneq_s32(dot[b][k], wv, xv[k], (L));      \
+    }
+            STEP(0)
+            STEP(1)
+            STEP(2)
+            STEP(3)
+#undef STEP
+        }
+        for (int k = 0; k < NT; k++) {
+            const float32x4_t e = vdupq_n_f32(ex[k][g]);
+            const float d = dx[k][g];
+            for (int b = 0; b < 4; b++) {
+                const float32x4_t v = vfmaq_n_f32(e, vcvtq_f32_s32(dot[b][k]), d);
+                acc[b][k] = vfmaq_f32(acc[b][k], v, vld1q_f32(scales + g * PK_ROWS + b * 4));
+            }
+        }
+    }
+    for (int k = 0; k < NT; k++) {
+        float out[PK_ROWS];
+        for (int b = 0; b < 4; b++) vst1q_f32(out + b * 4, acc[b][k]);
+        float *yt = y + (t0 + k) * ldy;
+        for (size_t i = 0; i < nr; i++) yt[i] = out[i];
+    }
+}
+
+DP static void panel_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
+                            size_t t1, float *y, size_t ldy, size_t nr) {
+    size_t t = t0;
+    for (; t + PK_TOKENS <= t1; t += PK_TOKENS) tile(PK_TOKENS, ng, panel, scales, a, t, y, ldy, nr);
+    switch (t1 - t) {
+    case 2: tile(2, ng, panel, scales, a, t, y, ldy, nr); break;
+    case 1: tile(1, ng, panel, scales, a, t, y, ldy, nr); break;
+    default: break;
+    }
+}
+
+// Rows [r0, r1) of a q4 matrix for all a->n tokens; `pack` holds fb__i8_pack_bytes_arm(r1 - r0, cols).
+void fb__gemm_i8_q4_dotprod(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1,
+                            void *pack) {
+    const size_t ng = w->cols / 32, panels = (r1 - r0 + PK_ROWS - 1) / PK_ROWS;
+    uint8_t *quants = pack;
+    float *scales = (float *)(quants + panels * ng * PK_GROUP_BYTES);
+    for (size_t j = 0; j < panels; j++) {
+        const size_t rb = r0 + j * PK_ROWS, re = r1 - rb < PK_ROWS ? r1 : rb + PK_ROWS;
+        pack_q4_panel(w, rb, re, quants + j * ng * PK_GROUP_BYTES, scales + j * ng * PK_ROWS);
+    }
+    for (size_t t = 0; t < a->n; t += PK_STEP) {
+        const size_t te = a->n - t < PK_STEP ? a->n : t + PK_STEP;
+        for (size_t j = 0; j < panels; j++) {
+            const size_t rb = r0 + j * PK_ROWS, nr = r1 - rb < PK_ROWS ? r1 - rb : PK_ROWS;
+            panel_tokens(ng, quants + j * ng * PK_GROUP_BYTES, scales + j * ng * PK_ROWS, a, t, te, y + rb, ldy, nr);
+        }
+    }
+}
+
+#else
+typedef int fb_batched_arm_unused;
+#endif
