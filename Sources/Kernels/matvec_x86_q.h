@@ -122,6 +122,7 @@ QI __m256i QX(sum4x4)(__m256i s01, __m256i s23) {
 QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qact *a, float *y, size_t ldy,
                     size_t r0) {
     const size_t cols = w->cols, ng = cols / FB_GROUP, ng8 = ng & ~(size_t)7, rowb = cols / 2;
+    const size_t pf = QPF(RB * rowb);  // once here: a division the loop must not repeat
     const uint8_t *wq = (const uint8_t *)w->data + r0 * rowb;
     const uint16_t *ws = w->scales + r0 * ng;
     const __m256i m4 = _mm256_set1_epi8(15);
@@ -142,8 +143,8 @@ QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
     for (size_t g = 0; g < ng8; g += 8) {
         for (int i = 0; i < RB; i++) {
             const uint8_t *wr = wq + i * rowb + g * 16;
-            _mm_prefetch((const char *)(wr + QPF(RB * rowb)), _MM_HINT_T0);
-            _mm_prefetch((const char *)(wr + QPF(RB * rowb) + 64), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wr + pf), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wr + pf + 64), _MM_HINT_T0);
             __m512i e[4][2];
             for (int k = 0; k < 2; k++) {
                 const __m512i b = _mm512_loadu_si512((const void *)(wr + 64 * k));
@@ -178,8 +179,8 @@ QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
             const uint8_t *wr = wq + i * rowb + g * 16;
             // The same 128 bytes RB rows on: the next tile's (hardware prefetch alone leaves the
             // loop waiting on memory).
-            _mm_prefetch((const char *)(wr + QPF(RB * rowb)), _MM_HINT_T0);
-            _mm_prefetch((const char *)(wr + QPF(RB * rowb) + 64), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wr + pf), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wr + pf + 64), _MM_HINT_T0);
             __m256i e[4][2], h[4][2];
             for (int p = 0; p < 4; p++) {
                 const __m256i b = _mm256_loadu_si256((const __m256i *)(wr + 32 * p));
@@ -241,6 +242,7 @@ QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
 QI void QX(q8_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qact *a, float *y, size_t ldy,
                     size_t r0) {
     const size_t cols = w->cols, ng = cols / FB_GROUP, rowb = cols;
+    const size_t pf = QPF(RB * rowb);  // once here: inside the loop's branch it was a division every other group
     const int8_t *wq = (const int8_t *)w->data + r0 * rowb;
     const uint16_t *ws = w->scales + r0 * ng;
     const __m256i ones16 = _mm256_set1_epi16(1);
@@ -268,7 +270,7 @@ QI void QX(q8_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
             for (int t = 0; t < NT; t++) xv[t] = _mm256_loadu_si256((const __m256i *)(a->q[t] + g * FB_GROUP));
             for (int i = 0; i < RB; i++) {
                 const int8_t *wr = wq + i * rowb + g * FB_GROUP;
-                if (!(g & 1)) _mm_prefetch((const char *)(wr + QPF(RB * rowb)), _MM_HINT_T0);
+                if (!(g & 1)) _mm_prefetch((const char *)(wr + pf), _MM_HINT_T0);
                 const __m256i b = _mm256_loadu_si256((const __m256i *)wr);
                 const __m256i ab = _mm256_abs_epi8(b);
                 for (int t = 0; t < NT; t++) {
