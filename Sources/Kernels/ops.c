@@ -119,6 +119,18 @@ float fb_dot(const float *a, const float *b, size_t n) {
     return s;
 }
 
+void fb_attend(const float *q, size_t groups, size_t hd, const float *keys, const float *values, size_t ld, size_t n,
+               float scale, float *scores, float *out) {
+    if (hd % 8 == 0) SIMD(fb__attend_avx2(q, groups, hd, keys, values, ld, n, scale, scores, out));
+    for (size_t g = 0; g < groups; g++) {
+        float *s = scores + g * n, *o = out + g * hd;
+        for (size_t j = 0; j < n; j++) s[j] = scale * fb_dot(q + g * hd, keys + j * ld, hd);
+        fb_softmax(s, n);
+        for (size_t i = 0; i < hd; i++) o[i] = 0.0f;
+        for (size_t j = 0; j < n; j++) fb_axpy(s[j], values + j * ld, o, hd);
+    }
+}
+
 void fb_axpy(float a, const float *x, float *y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += a * x[i];
 }

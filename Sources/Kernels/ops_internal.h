@@ -10,6 +10,9 @@ void fb__silu_mul_avx2(const float *a, const float *b, float *y, size_t n);
 void fb__softmax_avx2(float *x, size_t n);
 void fb__rmsnorm_avx2(const float *x, const float *w, float *y, size_t n, float eps);
 void fb__layernorm_avx2(const float *x, const float *w, const float *b, float *y, size_t n, float eps);
+// fb_attend for hd a multiple of 8.
+void fb__attend_avx2(const float *q, size_t groups, size_t hd, const float *keys, const float *values, size_t ld,
+                     size_t n, float scale, float *scores, float *out);
 #endif
 
 // Nonzero when the AVX2 element-wise ops may be used (AVX2+FMA present, and FB_KERNELS / fb_kernels_select has

@@ -115,6 +115,43 @@ A2 void fb__softmax_avx2(float *x, size_t n) {
     for (; i < n; i++) x[i] *= invs;
 }
 
+A2 void fb__attend_avx2(const float *q, size_t groups, size_t hd, const float *keys, const float *values, size_t ld,
+                        size_t n, float scale, float *scores, float *out) {
+    for (size_t g = 0; g < groups; g++) {
+        const float *qg = q + g * hd;
+        float *s = scores + g * n, *o = out + g * hd;
+        // Scores: one key row (hd floats, contiguous) per position, two accumulators per row.
+        for (size_t j = 0; j < n; j++) {
+            const float *k = keys + j * ld;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+            size_t i = 0;
+            for (; i + 16 <= hd; i += 16) {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i), _mm256_loadu_ps(k + i), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i + 8), _mm256_loadu_ps(k + i + 8), a1);
+            }
+            if (i < hd) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i), _mm256_loadu_ps(k + i), a0);
+            a0 = _mm256_add_ps(a0, a1);
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
+            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_add_ss(h, _mm_movehdup_ps(h));
+            s[j] = scale * _mm_cvtss_f32(h);
+        }
+        fb__softmax_avx2(s, n);
+        // Output: hd / 8 accumulators at a time (up to 64 floats in registers), one pass over the values each.
+        for (size_t i0 = 0; i0 < hd; i0 += 64) {
+            const size_t w = hd - i0 < 64 ? (hd - i0) / 8 : 8;
+            __m256 acc[8];
+            for (size_t v = 0; v < w; v++) acc[v] = _mm256_setzero_ps();
+            for (size_t j = 0; j < n; j++) {
+                const __m256 p = _mm256_broadcast_ss(s + j);
+                const float *vr = values + j * ld + i0;
+                for (size_t v = 0; v < w; v++) acc[v] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 8 * v), acc[v]);
+            }
+            for (size_t v = 0; v < w; v++) _mm256_storeu_ps(o + i0 + 8 * v, acc[v]);
+        }
+    }
+}
+
 A2 void fb__rmsnorm_avx2(const float *x, const float *w, float *y, size_t n, float eps) {
     __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
     size_t i = 0;

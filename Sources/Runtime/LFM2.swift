@@ -111,7 +111,7 @@ public final class LFM2Session {
     private let operatorOut: LazyFloatBuffer  // out_proj [T × H]
     private let gate: LazyFloatBuffer         // w1 [T × I]
     private let up: LazyFloatBuffer           // w3 [T × I]
-    private let scores: FloatBuffer       // attention weights [ctx]
+    private let decodeScores: LazyFloatBuffer  // decode attention weights, per thread [threads × groups × ctx]
     private let batchScores: LazyFloatBuffer  // batched attention weights, per thread [threads × maxBatch × ctx]
     private let ropeCos: FloatBuffer, ropeSin: FloatBuffer
     private let inverseFrequency: [Float]
@@ -135,7 +135,7 @@ public final class LFM2Session {
         operatorOut = LazyFloatBuffer(count: maxBatch * h)
         gate = LazyFloatBuffer(count: maxBatch * c.intermediateSize)
         up = LazyFloatBuffer(count: maxBatch * c.intermediateSize)
-        scores = FloatBuffer(count: contextLength)
+        decodeScores = LazyFloatBuffer(count: max(1, threads) * (c.numAttentionHeads / max(1, c.numKeyValueHeads)) * contextLength)
         batchScores = LazyFloatBuffer(count: max(1, threads) * maxBatch * contextLength)
         ropeCos = FloatBuffer(count: max(1, threads) * hd / 2)  // one table per thread
         ropeSin = FloatBuffer(count: max(1, threads) * hd / 2)
@@ -333,18 +333,19 @@ public final class LFM2Session {
             parallel.matmul(outProj, mixed.pointer, t, operatorOut.pointer)
             return
         }
+        // Few tokens (decode): per token, each key/value head with its `groups` query heads reads its cache rows
+        // once (fb_attend); the key/value heads are split across threads.
+        let qs = UnsafeSendable(q), ks = UnsafeSendable(keys.pointer), vs = UnsafeSendable(values.pointer)
+        let out = UnsafeSendable(mixed.pointer), slabs = UnsafeSendable(decodeScores.pointer)
+        let slab = groups * contextLength
         for r in 0..<t {
-            let pos = position + r
-            let row = q + r * stride
-            let out = mixed.pointer + r * qWidth
-            for head in 0..<heads {
-                let kvHead = head / groups
-                let query = row + head * hd
-                for j in 0...pos { scores.pointer[j] = fb_dot(query, keys.pointer + j * kvWidth + kvHead * hd, hd) * scale }
-                fb_softmax(scores.pointer, pos + 1)
-                let o = out + head * hd
-                memset(o, 0, hd * 4)
-                for j in 0...pos { fb_axpy(scores.pointer[j], values.pointer + j * kvWidth + kvHead * hd, o, hd) }
+            let span = position + r + 1
+            parallel.forEachIndexedChunk(kvHeads, work: kvHeads * groups * span * hd * 4) { chunk, begin, end in
+                let s = slabs.value + chunk * slab
+                for kvHead in begin..<end {
+                    fb_attend(qs.value + r * stride + kvHead * groups * hd, groups, hd, ks.value + kvHead * hd,
+                              vs.value + kvHead * hd, kvWidth, span, scale, s, out.value + r * qWidth + kvHead * groups * hd)
+                }
             }
         }
         parallel.matmul(outProj, mixed.pointer, t, operatorOut.pointer)

@@ -333,6 +333,35 @@ final class BatchedTests: XCTestCase {
     /// tails. Both compute the same formulas in float (the norms' sums in double); the SIMD exp is within ~2 ulp, so
     /// the bounds are a few float ulps: |Δ| ≤ 1e-6·(|x| + 1) for the activations, 1e-6 of the largest output for
     /// softmax and the norms.
+    /// fb_attend (decode attention for the query heads that share one key/value head) on the scalar and SIMD paths
+    /// against a double-precision reference: strided cache rows, head sizes with and without a 64-float block
+    /// tail, one position and many. Tolerance 1e-5 of the largest |v| (float sums of ≤ 600 softmax-weighted rows).
+    func testAttendMatchesReference() {
+        let original = String(cString: fb_kernels_name())
+        defer { XCTAssertEqual(fb_kernels_select(original), 0) }
+        var rng = LCG(seed: 9)
+        for (groups, hd, n) in [(2, 64, 1), (2, 64, 600), (1, 24, 37), (3, 72, 130), (2, 7, 9)] {
+            let ld = 3 * hd + 5, scale = 1 / Float(hd).squareRoot()
+            let q = rng.normals(groups * hd), keys = rng.normals(n * ld), values = rng.normals(n * ld)
+            var expected = [Double](repeating: 0, count: groups * hd)
+            for g in 0..<groups {
+                var s = (0..<n).map { j in Double(scale) * (0..<hd).reduce(0.0) { $0 + Double(q[g * hd + $1]) * Double(keys[j * ld + $1]) } }
+                let m = s.max()!
+                s = s.map { exp($0 - m) }
+                let sum = s.reduce(0, +)
+                for j in 0..<n { for i in 0..<hd { expected[g * hd + i] += s[j] / sum * Double(values[j * ld + i]) } }
+            }
+            let vmax = Double(values.map { abs($0) }.max()!)
+            for path in ["scalar", original] {
+                XCTAssertEqual(fb_kernels_select(path), 0)
+                var scores = [Float](repeating: 0, count: groups * n), out = [Float](repeating: .nan, count: groups * hd)
+                fb_attend(q, groups, hd, keys, values, ld, n, scale, &scores, &out)
+                let worst = (0..<groups * hd).map { abs(Double(out[$0]) - expected[$0]) }.max()!
+                XCTAssertLessThanOrEqual(worst, 1e-5 * vmax, "\(path), groups \(groups), hd \(hd), n \(n)")
+            }
+        }
+    }
+
     func testElementwiseOpsMatchScalar() {
         let original = String(cString: fb_kernels_name())
         defer { XCTAssertEqual(fb_kernels_select(original), 0) }

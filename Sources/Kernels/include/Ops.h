@@ -23,6 +23,12 @@ void fb_softmax(float *x, size_t n);
 // Rotate-half RoPE on `heads` vectors of head_dim, in place; cos/sin hold head_dim/2 values for this position.
 void fb_rope(float *x, size_t heads, size_t head_dim, const float *cos_table, const float *sin_table);
 float fb_dot(const float *a, const float *b, size_t n);
+// Attention of one new token for `groups` query heads that share a key/value head (grouped-query attention):
+// for g < groups, s_j = scale * q_g . k_j over the n cached positions (q_g = q + g*hd, k_j = keys + j*ld),
+// p = softmax(s), out_g = sum_j p_j v_j (v_j = values + j*ld; out_g = out + g*hd). `scores` is scratch for
+// groups * n floats.
+void fb_attend(const float *q, size_t groups, size_t hd, const float *keys, const float *values, size_t ld, size_t n,
+               float scale, float *scores, float *out);
 // y += a * x
 void fb_axpy(float a, const float *x, float *y, size_t n);
 // y = x + bias (row of n), for `rows` rows of stride n
