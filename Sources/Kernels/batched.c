@@ -178,7 +178,8 @@ void fb__gemm_i8_scalar(const fb_matrix *w, const fb__qact *a, float *y, size_t 
 #define MAX_SLOTS 256
 
 struct fb_workspace {
-    int8_t *xq;
+    int8_t *xq, *xi;
+    size_t xi_cap;
     float *dx, *ex;
     size_t xq_cap, scale_cap;
     float *block[MAX_SLOTS];  // per chunk: packed / dequantized weights
@@ -190,6 +191,7 @@ fb_workspace *fb_workspace_create(void) { return calloc(1, sizeof(fb_workspace))
 void fb_workspace_destroy(fb_workspace *ws) {
     if (!ws) return;
     free(ws->xq);
+    free(ws->xi);
     free(ws->dx);
     free(ws->ex);
     for (int i = 0; i < MAX_SLOTS; i++) free(ws->block[i]);
@@ -382,6 +384,12 @@ void fb_matmul_pool(fb_pool *pool, fb_workspace *ws, const fb_matrix *w, const f
             ws->ex = grow(ws->ex, &ws->scale_cap, n * ng * 4);
         }
         j.act = (fb__qact){.xq = ws->xq, .dx = ws->dx, .ex = ws->ex, .n = n, .cols = cols, .ng = ng};
+#if defined(__x86_64__) || defined(_M_X64)
+        if (w->type == FB_Q4 && fb__cpu_has_avx2()) {  // the packed q4 kernel reads the interleaved copy
+            const size_t tiles = (n + FB__XI_TOKENS - 1) / FB__XI_TOKENS;
+            j.act.xi = ws->xi = grow(ws->xi, &ws->xi_cap, tiles * ng * 256);
+        }
+#endif
         fb_pool_run_chunks(pool, n < (size_t)threads ? (int)n : threads, quantize_chunk, &j);
         j.block = 64;
         fb_pool_run_chunks(pool, threads, int8_chunk, &j);

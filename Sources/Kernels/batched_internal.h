@@ -7,8 +7,13 @@
 // Activations for the int8 route, n tokens of `cols` values: xq [n][cols] int8 = round(x / d) with
 // d = max|x| / 127 per group of 32; dx [n][ng] the d's; ex [n][ng] = -8 * d * sum(q) over the group (the q4
 // weights are used as unsigned nibbles 0..15, and this term takes the -8 back out).
+// xi (may be NULL; filled by the AVX2 quantizer for the packed q4 kernel): the same int8 values interleaved per
+// tile of FB__XI_TOKENS tokens, so that a micro-tile's broadcasts read one 32-byte run per step instead of one
+// cache line per token: for token t = FB__XI_TOKENS * tile + k, group g, step s (weights 4s..4s+3 of the group),
+// the 4 bytes are at xi[tile * ng * 256 + g * 256 + s * 32 + k * 4].
+#define FB__XI_TOKENS 6
 typedef struct {
-    int8_t *xq;
+    int8_t *xq, *xi;
     float *dx, *ex;
     size_t n, cols, ng;
 } fb__qact;

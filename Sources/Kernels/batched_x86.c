@@ -52,6 +52,12 @@ A2 void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, 
             const __m256i p16a = _mm256_packs_epi32(iv[0], iv[1]), p16b = _mm256_packs_epi32(iv[2], iv[3]);
             const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), perm);
             _mm256_storeu_si256((__m256i *)(q + g * 32), p8);
+            if (a->xi) {
+                int32_t d4[8];
+                _mm256_storeu_si256((__m256i *)d4, p8);
+                int8_t *xi = a->xi + (t / FB__XI_TOKENS) * ng * 256 + g * 256 + (t % FB__XI_TOKENS) * 4;
+                for (int s = 0; s < 8; s++) memcpy(xi + s * 32, &d4[s], 4);
+            }
             // sum(q): maddubs(1s, q) then madd(1s)
             const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), p8);
             const __m256i s32 = _mm256_madd_epi16(s16, ones);
@@ -215,10 +221,10 @@ A2 static void pack_q4_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *
 // y[t0 + k][rows of the panel] for k < NT: RB blocks of 8 rows (offset `h` rows into the panel), nr rows valid.
 A2I void i8_panel_tile(const int RB, const int NT, size_t ng, const uint8_t *panel, const float *scales, size_t h,
                        const fb__qact *a, size_t t0, float *y, size_t ldy, size_t nr) {
-    const int8_t *xq[6];
+    // t0 starts a tile of the interleaved activations (tiles are PK_TOKENS = FB__XI_TOKENS tokens from token 0).
+    const int8_t *xi = a->xi + (t0 / FB__XI_TOKENS) * ng * 256;
     const float *dx[6], *ex[6];
     for (int k = 0; k < NT; k++) {
-        xq[k] = a->xq + (t0 + k) * a->cols;
         dx[k] = a->dx + (t0 + k) * ng;
         ex[k] = a->ex + (t0 + k) * ng;
     }
@@ -234,7 +240,7 @@ A2I void i8_panel_tile(const int RB, const int NT, size_t ng, const uint8_t *pan
             for (int b = 0; b < RB; b++) wv[b] = _mm256_loadu_si256((const __m256i *)(pg + s * 64 + b * 32));
             for (int k = 0; k < NT; k++) {
                 int32_t x4;
-                memcpy(&x4, xq[k] + g * 32 + s * 4, 4);
+                memcpy(&x4, xi + g * 256 + s * 32 + k * 4, 4);
                 const __m256i xv = _mm256_set1_epi32(x4);
                 for (int b = 0; b < RB; b++) {
                     const __m256i p = _mm256_maddubs_epi16(wv[b], xv);
@@ -271,6 +277,7 @@ A2I void i8_panel_tile(const int RB, const int NT, size_t ng, const uint8_t *pan
 // 2x6, 1x4, 1x5, 1x6, this was fastest on Zen 3.
 #define PK_TOKENS 6
 #define PK_RB 2
+_Static_assert(PK_TOKENS == FB__XI_TOKENS, "micro-tiles must match the interleaved activation tiles");
 
 #define PK_TILE(NT)                                                                                              \
     for (size_t h = 0; h < PK_ROWS; h += 8 * PK_RB)                                                              \
