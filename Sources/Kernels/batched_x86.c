@@ -277,7 +277,8 @@ A2I void i8_panel_tile(const int RB, const int NT, size_t ng, const uint8_t *pan
 // 2x6, 1x4, 1x5, 1x6, this was fastest on Zen 3.
 #define PK_TOKENS 6
 #define PK_RB 2
-_Static_assert(PK_TOKENS == FB__XI_TOKENS, "micro-tiles must match the interleaved activation tiles");
+_Static_assert(PK_TOKENS == FB__XI_TOKENS && PK_STEP % PK_TOKENS == 0,
+               "micro-tiles must start on the interleaved activation tiles");
 
 #define PK_TILE(NT)                                                                                              \
     for (size_t h = 0; h < PK_ROWS; h += 8 * PK_RB)                                                              \
@@ -307,8 +308,8 @@ A2 static void i8_q4_packed(const fb_matrix *w, const fb__qact *a, float *y, siz
         const size_t rb = r0 + j * PK_ROWS, re = r1 - rb < PK_ROWS ? r1 : rb + PK_ROWS;
         pack_q4_panel(w, rb, re, quants + j * ng * PK_GROUP_BYTES, scales + j * ng * PK_ROWS);
     }
-    // Token tiles outermost: one tile's activations (PK_TOKENS x cols bytes) stay in L1 while the packed block
-    // (rows x cols bytes) streams from L2.
+    // Steps of PK_STEP tokens outermost: each panel (16 rows x cols) serves all the step's tiles while it is in
+    // L1/L2, and the step's activations (PK_STEP x cols bytes) stay in L2 across the block's panels.
     const size_t step = PK_STEP;
     for (size_t t = 0; t < a->n; t += step) {
         const size_t te = a->n - t < step ? a->n : t + step;
