@@ -282,6 +282,9 @@ public final class LFM2Session {
         parallel.matmul(kProj, normed.pointer, ldx: c.hiddenSize, t, q + qWidth, ldy: stride)
         parallel.matmul(vProj, normed.pointer, ldx: c.hiddenSize, t, q + qWidth + kvWidth, ldy: stride)
         let scale = 1 / Float(hd).squareRoot()
+        // The caches are head-major, each key/value head's positions contiguous (headSpan = contextLength rows of hd),
+        // so attention streams one contiguous run per head.
+        let headSpan = contextLength
         let start = position, eps = c.normEps, half = hd / 2
         let ropeCos = self.ropeCos.pointer, ropeSin = self.ropeSin.pointer
         qNorm.withUnsafeBufferPointer { qn in
@@ -301,8 +304,10 @@ public final class LFM2Session {
                             }
                             fb_rope(row, heads, hd, cosTable, sinTable)
                             fb_rope(row + qWidth, kvHeads, hd, cosTable, sinTable)
-                            memcpy(keys.pointer + pos * kvWidth, row + qWidth, kvWidth * 4)
-                            memcpy(values.pointer + pos * kvWidth, row + qWidth + kvWidth, kvWidth * 4)
+                            for head in 0..<kvHeads {  // head-major cache: [kv head][position][hd]
+                                memcpy(keys.pointer + (head * headSpan + pos) * hd, row + qWidth + head * hd, hd * 4)
+                                memcpy(values.pointer + (head * headSpan + pos) * hd, row + qWidth + kvWidth + head * hd, hd * 4)
+                            }
                         }
                     }
                 }
@@ -321,13 +326,13 @@ public final class LFM2Session {
                 let s = slabs.value + chunk * slab
                 for head in begin..<end {
                     let kvHead = head / groups
-                    fb_sgemm(1, t, span, hd, scale, qs.value + head * hd, stride, ks.value + kvHead * hd, kvWidth, 0, s, span)
+                    fb_sgemm(1, t, span, hd, scale, qs.value + head * hd, stride, ks.value + kvHead * headSpan * hd, hd, 0, s, span)
                     for r in 0..<t {
                         let valid = start + r + 1
                         fb_softmax(s + r * span, valid)
                         if valid < span { memset(s + r * span + valid, 0, (span - valid) * 4) }
                     }
-                    fb_sgemm(0, t, hd, span, 1, s, span, vs.value + kvHead * hd, kvWidth, 0, out.value + head * hd, qWidth)
+                    fb_sgemm(0, t, hd, span, 1, s, span, vs.value + kvHead * headSpan * hd, hd, 0, out.value + head * hd, qWidth)
                 }
             }
             parallel.matmul(outProj, mixed.pointer, t, operatorOut.pointer)
@@ -343,8 +348,8 @@ public final class LFM2Session {
             parallel.forEachIndexedChunk(kvHeads, work: kvHeads * groups * span * hd * 4) { chunk, begin, end in
                 let s = slabs.value + chunk * slab
                 for kvHead in begin..<end {
-                    fb_attend(qs.value + r * stride + kvHead * groups * hd, groups, hd, ks.value + kvHead * hd,
-                              vs.value + kvHead * hd, kvWidth, span, scale, s, out.value + r * qWidth + kvHead * groups * hd)
+                    fb_attend(qs.value + r * stride + kvHead * groups * hd, groups, hd, ks.value + kvHead * headSpan * hd,
+                              vs.value + kvHead * headSpan * hd, hd, span, scale, s, out.value + r * qWidth + kvHead * groups * hd)
                 }
             }
         }
