@@ -228,13 +228,16 @@ public enum BenchGate {
         public let passed: Bool
     }
 
-    /// Peak RSS may grow ≤ 5%; decode efficiency and prefill per compute may drop ≤ 15%; the file may not grow.
+    /// Peak RSS may grow ≤ 5%; decode efficiency may drop ≤ 20% and prefill per compute ≤ 15%; the file may not grow.
+    /// Decode efficiency gets the wider band because both of its terms (decode speed, the triad probe) move with
+    /// the neighbours' load: identical code gave 0.70–0.85 on the Firebolt-VL entry across runs on this machine kind,
+    /// while the regressions the gate is for (a lost SIMD path, a serial loop) cost 2× or more.
     public static func compare(_ new: BenchResult, baseline old: BenchResult) -> [Check] {
         [
             Check(figure: "peak_rss_bytes", baseline: Double(old.peakRSSBytes), value: Double(new.peakRSSBytes), limit: "≤ +5%",
                   passed: Double(new.peakRSSBytes) <= Double(old.peakRSSBytes) * 1.05),
-            Check(figure: "decode_efficiency", baseline: old.decodeEfficiency, value: new.decodeEfficiency, limit: "≥ −15%",
-                  passed: new.decodeEfficiency >= old.decodeEfficiency * 0.85),
+            Check(figure: "decode_efficiency", baseline: old.decodeEfficiency, value: new.decodeEfficiency, limit: "≥ −20%",
+                  passed: new.decodeEfficiency >= old.decodeEfficiency * 0.80),
             Check(figure: "prefill_per_compute_gflop", baseline: old.prefillPerComputeGflop, value: new.prefillPerComputeGflop,
                   limit: "≥ −15%", passed: new.prefillPerComputeGflop >= old.prefillPerComputeGflop * 0.85),
             Check(figure: "model_bytes", baseline: Double(old.modelBytes), value: Double(new.modelBytes), limit: "no growth",
