@@ -33,4 +33,5 @@ run() {  # label preset bits [bench options...]
     return 1
 }
 run lfm2-350m-q4 lfm2-350m 4 --prompt-tokens 512 --gen-tokens 128
-run firebolt-vl-q4 firebolt-vl 4 --prompt-tokens 128 --gen-tokens 128 --image
+# 512 prompt tokens for both: a 128-token prefill (~0.3 s) moved ±20% between runs, too noisy for a 15% gate.
+run firebolt-vl-q4 firebolt-vl 4 --prompt-tokens 512 --gen-tokens 128 --image
