@@ -14,6 +14,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "transpose_x86.h"
+
 #define A2 __attribute__((target("avx2,fma,f16c")))
 #define A2I static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
@@ -180,26 +182,6 @@ A2I __m256i q4_group(const uint8_t *row, size_t g) {
     return _mm256_and_si256(sh, _mm256_set1_epi8(15));
 }
 
-// 8 x 8 transpose of 32-bit lanes (rows v[0..7] -> columns).
-A2I void transpose8_epi32(__m256i v[8]) {
-    const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
-    const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
-    const __m256i t4 = _mm256_unpacklo_epi32(v[4], v[5]), t5 = _mm256_unpackhi_epi32(v[4], v[5]);
-    const __m256i t6 = _mm256_unpacklo_epi32(v[6], v[7]), t7 = _mm256_unpackhi_epi32(v[6], v[7]);
-    const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
-    const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
-    const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
-    const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
-    v[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
-    v[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
-    v[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
-    v[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
-    v[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
-    v[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
-    v[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
-    v[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
-}
-
 // Packs rows [r0, r1) (at most PK_ROWS; missing rows get zero weights and scales) of a q4 matrix, all groups.
 A2 static void pack_q4_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
     const size_t ng = w->cols / 32, row_bytes = w->cols / 2;
@@ -212,7 +194,7 @@ A2 static void pack_q4_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *
                 v[i] = r < r1 ? q4_group(q + r * row_bytes, g) : _mm256_setzero_si256();
                 scales[g * PK_ROWS + h + i] = r < r1 ? _cvtsh_ss(w->scales[r * ng + g]) : 0.0f;
             }
-            transpose8_epi32(v);  // v[s] = weights 4s..4s+3 of the 8 rows
+            fb__transpose8_epi32(v);  // v[s] = weights 4s..4s+3 of the 8 rows
             for (int s = 0; s < 8; s++) _mm256_storeu_si256((__m256i *)(panel + g * PK_GROUP_BYTES + s * 64 + h * 4), v[s]);
         }
     }

@@ -19,6 +19,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "transpose_x86.h"
+
 #define A2 __attribute__((target("avx2,fma,f16c")))
 #define A2I static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
@@ -53,26 +55,6 @@ A2I float w1(const fb_source *s, size_t r, size_t c) {  // f32/f16 only (column 
     return _cvtsh_ss(s->f16[r * s->stride + c]);
 }
 
-// 8 x 8 transpose of rows v[0..7].
-A2I void transpose8(__m256 v[8]) {
-    const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
-    const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
-    const __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
-    const __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
-    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
-    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
-    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
-    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
-    v[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-    v[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-    v[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-    v[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-    v[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-    v[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-    v[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-    v[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
-
 // Packs rows [r0, r1) (at most NR) x columns [c0, c1) into one panel: p[(c - c0) * NR + (r - r0)]; missing rows 0.
 A2I void pack_panel(const int type, const fb_source *s, size_t r0, size_t r1, size_t c0, size_t c1, float *p) {
     fb_source src = *s;
@@ -96,7 +78,7 @@ A2I void pack_panel(const int type, const fb_source *s, size_t r0, size_t r1, si
         for (; c + 8 <= c1; c += 8) {
             __m256 v[8];
             for (size_t i = 0; i < 8; i++) v[i] = i < rows ? w8(&src, rb + i, c) : _mm256_setzero_ps();
-            transpose8(v);
+            fb__transpose8_ps(v);
             for (int j = 0; j < 8; j++) _mm256_storeu_ps(p + (c - c0 + (size_t)j) * NR + h, v[j]);
         }
         for (; c < c1; c++)  // f32/f16 column tail

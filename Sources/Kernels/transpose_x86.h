@@ -1,0 +1,35 @@
+// 8 x 8 transpose of 32-bit lanes in AVX2 registers, shared by the GEMMs' weight packing (gemm_x86.c: floats;
+// batched_x86.c: 4-byte groups of int8 weights, through casts, which move bits unchanged).
+#ifndef FIREBOLT_TRANSPOSE_X86_H
+#define FIREBOLT_TRANSPOSE_X86_H
+
+#include <immintrin.h>
+
+// Rows v[0..7] become columns: afterwards v[j][i] is the old v[i][j].
+static inline __attribute__((always_inline, target("avx2"))) void fb__transpose8_ps(__m256 v[8]) {
+    const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    v[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    v[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    v[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    v[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    v[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    v[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    v[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    v[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+static inline __attribute__((always_inline, target("avx2"))) void fb__transpose8_epi32(__m256i v[8]) {
+    __m256 f[8];
+    for (int i = 0; i < 8; i++) f[i] = _mm256_castsi256_ps(v[i]);
+    fb__transpose8_ps(f);
+    for (int i = 0; i < 8; i++) v[i] = _mm256_castps_si256(f[i]);
+}
+
+#endif
