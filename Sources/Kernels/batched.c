@@ -173,6 +173,33 @@ void fb__gemm_i8_scalar(const fb_matrix *w, const fb__qact *a, float *y, size_t 
     }
 }
 
+// ---- packed q4 driver (the layout: batched_internal.h) -------------------------------------------------------------
+
+size_t fb__i8_pack_bytes(size_t rows, size_t cols) {
+    const size_t panels = (rows + FB__PK_ROWS - 1) / FB__PK_ROWS, ng = cols / 32;
+    return panels * ng * (FB__PK_GROUP_BYTES + FB__PK_ROWS * sizeof(float));
+}
+
+void fb__i8_q4_packed(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1, void *pack,
+                      fb__pk_pack_fn pack_panel, fb__pk_tokens_fn tokens) {
+    const size_t ng = w->cols / 32, panels = (r1 - r0 + FB__PK_ROWS - 1) / FB__PK_ROWS;
+    uint8_t *quants = pack;
+    float *scales = (float *)(quants + panels * ng * FB__PK_GROUP_BYTES);
+    for (size_t j = 0; j < panels; j++) {
+        const size_t rb = r0 + j * FB__PK_ROWS, re = r1 - rb < FB__PK_ROWS ? r1 : rb + FB__PK_ROWS;
+        pack_panel(w, rb, re, quants + j * ng * FB__PK_GROUP_BYTES, scales + j * ng * FB__PK_ROWS);
+    }
+    // Steps of FB__PK_STEP tokens outermost: each panel (16 rows x cols) serves all the step's tiles while it is in
+    // L1/L2, and the step's activations stay in L2 across the block's panels.
+    for (size_t t = 0; t < a->n; t += FB__PK_STEP) {
+        const size_t te = a->n - t < FB__PK_STEP ? a->n : t + FB__PK_STEP;
+        for (size_t j = 0; j < panels; j++) {
+            const size_t rb = r0 + j * FB__PK_ROWS, nr = r1 - rb < FB__PK_ROWS ? r1 - rb : FB__PK_ROWS;
+            tokens(ng, quants + j * ng * FB__PK_GROUP_BYTES, scales + j * ng * FB__PK_ROWS, a, t, te, y + rb, ldy, nr);
+        }
+    }
+}
+
 // ---- workspace -------------------------------------------------------------------------------------------------
 
 #define MAX_SLOTS 256
@@ -327,7 +354,7 @@ static void int8_chunk(void *p, int c, int chunks) {
     void *pack = fb__cpu_has_avx2() ? slot_buffer(j->ws, c, (fb__i8_pack_bytes(j->block, j->w->cols) + 3) / 4) : NULL;
 #elif defined(__aarch64__)
     void *pack = j->w->type == FB_Q4 && fb__cpu_has_dotprod()
-                     ? slot_buffer(j->ws, c, (fb__i8_pack_bytes_arm(j->block, j->w->cols) + 3) / 4)
+                     ? slot_buffer(j->ws, c, (fb__i8_pack_bytes(j->block, j->w->cols) + 3) / 4)
                      : NULL;
 #endif
     while (next_block(j, &b, &e)) {

@@ -1,8 +1,6 @@
 // AArch64 part of the batched products (batched.c): the packed int8 GEMM for q4 weights with the ARMv8.2 dot
-// product (SDOT), used when fb_matmul runs its "neon-dotprod" path. Same scheme and packed layout as the AVX2
-// kernel in batched_x86.c:
-//   pack: per group g and step s (0..7), 64 bytes = weights 4s..4s+3 of group g for 16 rows, as nibbles 0..15
-//         (row-major within each 4-byte lane), and the 16 rows' scales as f32;
+// product (SDOT), used when fb_matmul runs its "neon-dotprod" path. Same scheme, packed layout and driver as the
+// AVX2 kernel in batched_x86.c (the layout: batched_internal.h):
 //   micro-kernel: one 16-byte register holds 4 rows x 4 weights; SDOT by lane against 4 activation bytes adds
 //         each row's 4 products into its i32 lane (exact: no i16 stage as on AVX2); per group, to float once:
 //         acc += s_row * (d * dot + ex), ex = -8 * d * sum(q) putting the nibbles' +8 offset back.
@@ -16,15 +14,9 @@
 #define DP __attribute__((target("arch=armv8.2-a+dotprod")))
 #define DPI static inline __attribute__((always_inline, target("arch=armv8.2-a+dotprod")))
 
-#define PK_ROWS 16
-#define PK_GROUP_BYTES (32 * PK_ROWS)
+#define PK_ROWS FB__PK_ROWS
+#define PK_GROUP_BYTES FB__PK_GROUP_BYTES
 #define PK_TOKENS 3
-#define PK_STEP 48  // tokens that pass over a panel while it is in cache
-
-size_t fb__i8_pack_bytes_arm(size_t rows, size_t cols) {
-    const size_t panels = (rows + PK_ROWS - 1) / PK_ROWS, ng = cols / 32;
-    return panels * ng * (PK_GROUP_BYTES + PK_ROWS * sizeof(float));
-}
 
 // Packs rows [r0, r1) (at most PK_ROWS; missing rows get zero weights and scales), all groups.
 static void pack_q4_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
@@ -109,23 +101,10 @@ DP static void panel_tokens(size_t ng, const uint8_t *panel, const float *scales
     }
 }
 
-// Rows [r0, r1) of a q4 matrix for all a->n tokens; `pack` holds fb__i8_pack_bytes_arm(r1 - r0, cols).
+// Rows [r0, r1) of a q4 matrix for all a->n tokens; `pack` holds fb__i8_pack_bytes(r1 - r0, cols).
 void fb__gemm_i8_q4_dotprod(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1,
                             void *pack) {
-    const size_t ng = w->cols / 32, panels = (r1 - r0 + PK_ROWS - 1) / PK_ROWS;
-    uint8_t *quants = pack;
-    float *scales = (float *)(quants + panels * ng * PK_GROUP_BYTES);
-    for (size_t j = 0; j < panels; j++) {
-        const size_t rb = r0 + j * PK_ROWS, re = r1 - rb < PK_ROWS ? r1 : rb + PK_ROWS;
-        pack_q4_panel(w, rb, re, quants + j * ng * PK_GROUP_BYTES, scales + j * ng * PK_ROWS);
-    }
-    for (size_t t = 0; t < a->n; t += PK_STEP) {
-        const size_t te = a->n - t < PK_STEP ? a->n : t + PK_STEP;
-        for (size_t j = 0; j < panels; j++) {
-            const size_t rb = r0 + j * PK_ROWS, nr = r1 - rb < PK_ROWS ? r1 - rb : PK_ROWS;
-            panel_tokens(ng, quants + j * ng * PK_GROUP_BYTES, scales + j * ng * PK_ROWS, a, t, te, y + rb, ldy, nr);
-        }
-    }
+    fb__i8_q4_packed(w, a, y, ldy, r0, r1, pack, pack_q4_panel, panel_tokens);
 }
 
 #else

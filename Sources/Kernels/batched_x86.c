@@ -166,14 +166,8 @@ A2 static void i8_q8(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy
 //   and acc += s_row * (d * dot + ex) (two FMAs; ex = -8 * d * sum(q) puts the nibbles' +8 offset back).
 //   Per group and 8 rows x 1 token: 8 maddubs + 8 adds + 1 madd + 1 convert + 2 FMAs for 256 multiply-adds.
 
-#define PK_ROWS 16                     // rows per packed panel
-#define PK_GROUP_BYTES (32 * PK_ROWS)  // bytes of one group of a panel
-#define PK_STEP 48  // tokens that pass over a panel while it is in L1/L2
-
-size_t fb__i8_pack_bytes(size_t rows, size_t cols) {
-    const size_t panels = (rows + PK_ROWS - 1) / PK_ROWS, ng = cols / 32;
-    return panels * ng * (PK_GROUP_BYTES + PK_ROWS * sizeof(float));
-}
+#define PK_ROWS FB__PK_ROWS
+#define PK_GROUP_BYTES FB__PK_GROUP_BYTES
 
 // The 32 weights of group g of a q4 row as bytes 0..15 (unsigned nibbles, in weight order).
 A2I __m256i q4_group(const uint8_t *row, size_t g) {
@@ -259,7 +253,7 @@ A2I void i8_panel_tile(const int RB, const int NT, size_t ng, const uint8_t *pan
 // 2x6, 1x4, 1x5, 1x6, this was fastest on Zen 3.
 #define PK_TOKENS 6
 #define PK_RB 2
-_Static_assert(PK_TOKENS == FB__XI_TOKENS && PK_STEP % PK_TOKENS == 0,
+_Static_assert(PK_TOKENS == FB__XI_TOKENS && FB__PK_STEP % PK_TOKENS == 0,
                "micro-tiles must start on the interleaved activation tiles");
 
 #define PK_TILE(NT)                                                                                              \
@@ -280,32 +274,10 @@ A2 static void i8_panel_tokens(size_t ng, const uint8_t *panel, const float *sca
     }
 }
 
-// Rows [r0, r1) of a q4 matrix for all a->n tokens; `pack` holds fb__i8_pack_bytes(r1 - r0, cols).
-A2 static void i8_q4_packed(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1,
-                            void *pack) {
-    const size_t ng = w->cols / 32, panels = (r1 - r0 + PK_ROWS - 1) / PK_ROWS;
-    uint8_t *quants = pack;
-    float *scales = (float *)(quants + panels * ng * PK_GROUP_BYTES);
-    for (size_t j = 0; j < panels; j++) {
-        const size_t rb = r0 + j * PK_ROWS, re = r1 - rb < PK_ROWS ? r1 : rb + PK_ROWS;
-        pack_q4_panel(w, rb, re, quants + j * ng * PK_GROUP_BYTES, scales + j * ng * PK_ROWS);
-    }
-    // Steps of PK_STEP tokens outermost: each panel (16 rows x cols) serves all the step's tiles while it is in
-    // L1/L2, and the step's activations (PK_STEP x cols bytes) stay in L2 across the block's panels.
-    const size_t step = PK_STEP;
-    for (size_t t = 0; t < a->n; t += step) {
-        const size_t te = a->n - t < step ? a->n : t + step;
-        for (size_t j = 0; j < panels; j++) {
-            const size_t rb = r0 + j * PK_ROWS, nr = r1 - rb < PK_ROWS ? r1 - rb : PK_ROWS;
-            i8_panel_tokens(ng, quants + j * ng * PK_GROUP_BYTES, scales + j * ng * PK_ROWS, a, t, te, y + rb, ldy, nr);
-        }
-    }
-}
-
 void fb__gemm_i8_avx2(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1,
                       void *pack) {
     if (w->type == FB_Q4)
-        i8_q4_packed(w, a, y, ldy, r0, r1, pack);
+        fb__i8_q4_packed(w, a, y, ldy, r0, r1, pack, pack_q4_panel, i8_panel_tokens);
     else if (w->type == FB_Q8)
         i8_q8(w, a, y, ldy, r0, r1);
 }
