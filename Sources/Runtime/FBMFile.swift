@@ -76,24 +76,22 @@ public final class FBMFile {
 
     /// Loads all tensors. `verify` checks each tensor's checksum as it is brought in.
     public func loadWeights(verify: Bool = true) throws -> WeightStore {
-        let mappedAll = header.tensors.allSatisfy { $0.compression == .none }
-        var mapping: MemoryMapping? = nil
-        if mappedAll && !header.tensors.isEmpty {
-            mapping = try MemoryMapping(fd: fd, length: Int(fileSize), path: path)
-        }
-        // Tensors read or decompressed from the file all live in one arena (see WeightArena).
-        let arenaBytes = mapping != nil ? 0 : header.tensors.reduce(0) { $0 + WeightArena.slot(Int($1.rawBytes)) }
-        let arena = try WeightArena(byteCount: arenaBytes, path: path)
-        let store = WeightStore(mapping: mapping, arena: arena)
-        var scratch = AlignedBuffer(byteCount: 0)
-        var arenaOffset = 0
-        for t in header.tensors {
-            if let mapping {
+        if header.tensors.allSatisfy({ $0.compression == .none }) && !header.tensors.isEmpty {
+            let mapping = try MemoryMapping(fd: fd, length: Int(fileSize), path: path)
+            let store = WeightStore(owner: mapping)
+            for t in header.tensors {
                 let pointer = UnsafeRawPointer(mapping.base + Int(prefix.dataOffset + t.offset))
                 if verify { try checkChecksum(t, pointer) }
                 store.add(t, pointer: pointer)
-                continue
             }
+            return store
+        }
+        // Tensors read or decompressed from the file all live in one arena (see WeightArena).
+        let arena = try WeightArena(byteCount: header.tensors.reduce(0) { $0 + WeightArena.slot(Int($1.rawBytes)) }, path: path)
+        let store = WeightStore(owner: arena)
+        var scratch = AlignedBuffer(byteCount: 0)
+        var arenaOffset = 0
+        for t in header.tensors {
             let destination = arena.base + arenaOffset
             arenaOffset += WeightArena.slot(Int(t.rawBytes))
             switch t.compression {
@@ -188,19 +186,14 @@ final class MemoryMapping {
 final class WeightArena {
     static let hugePage = 2 << 20
     let base: UnsafeMutableRawPointer
-    private let mapped: UnsafeMutableRawPointer?
+    private let mapped: UnsafeMutableRawPointer
     private let mappedBytes: Int
 
     /// Bytes a tensor of `bytes` takes in the arena (64-byte aligned slots).
     static func slot(_ bytes: Int) -> Int { (bytes + 63) & ~63 }
 
-    init(byteCount: Int, path: String) throws {
-        guard byteCount > 0 else {
-            base = UnsafeMutableRawPointer(bitPattern: 64)!
-            mapped = nil
-            mappedBytes = 0
-            return
-        }
+    init(byteCount requested: Int, path: String) throws {
+        let byteCount = max(requested, 64)  // mmap refuses 0 bytes (a file of empty tensors)
         // Over-allocate by one huge page so that the region can start on a 2 MiB boundary.
         let bytes = (byteCount + WeightArena.hugePage - 1) / WeightArena.hugePage * WeightArena.hugePage + WeightArena.hugePage
         guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
@@ -215,7 +208,7 @@ final class WeightArena {
         }
     }
 
-    deinit { if let mapped { munmap(mapped, mappedBytes) } }
+    deinit { munmap(mapped, mappedBytes) }
 }
 
 /// A heap buffer aligned to 64 bytes (SIMD loads, cache lines).
@@ -251,20 +244,16 @@ public final class WeightStore {
     }
 
     private var entries: [String: Entry] = [:]
-    private let mapping: MemoryMapping?
-    private let arena: WeightArena  // owns the tensors that are not in `mapping`
+    private let owner: AnyObject  // the file's MemoryMapping (zero-copy) or the WeightArena the tensors were read into
 
-    init(mapping: MemoryMapping?, arena: WeightArena) {
-        self.mapping = mapping
-        self.arena = arena
-    }
+    init(owner: AnyObject) { self.owner = owner }
 
     fileprivate func add(_ info: TensorInfo, pointer: UnsafeRawPointer) {
         entries[info.name] = Entry(info: info, pointer: pointer)
     }
 
     public var names: [String] { entries.keys.sorted() }
-    public var isMemoryMapped: Bool { mapping != nil }
+    public var isMemoryMapped: Bool { owner is MemoryMapping }
     public var totalBytes: UInt64 { entries.values.reduce(0) { $0 + $1.info.rawBytes } }
 
     public func entry(_ name: String) throws -> Entry {
