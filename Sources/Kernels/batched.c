@@ -225,7 +225,7 @@ void fb_workspace_destroy(fb_workspace *ws) {
     free(ws);
 }
 
-__attribute__((unused)) static float *slot_buffer(fb_workspace *ws, int c, size_t floats) {  // unused on other CPUs
+static float *slot_buffer(fb_workspace *ws, int c, size_t floats) {
     const int slot = c < MAX_SLOTS ? c : MAX_SLOTS - 1;
     return ws->block[slot] = grow(ws->block[slot], &ws->block_cap[slot], floats * 4);
 }
@@ -347,19 +347,16 @@ static void quantize_chunk(void *p, int c, int chunks) {
 
 static void int8_chunk(void *p, int c, int chunks) {
     job *j = p;
-    size_t b, e;
-    (void)c;
     (void)chunks;
-#if defined(__x86_64__) || defined(_M_X64)
-    void *pack = fb__cpu_has_avx2() ? slot_buffer(j->ws, c, (fb__i8_pack_bytes(j->block, j->w->cols) + 3) / 4) : NULL;
-#elif defined(__aarch64__)
-    void *pack = j->w->type == FB_Q4 && fb__cpu_has_dotprod()
+    const int avx2 = fb__cpu_has_avx2();
+    // The packed q4 kernels (AVX2, dot product) pack each block of rows into this thread's buffer first.
+    void *pack = j->w->type == FB_Q4 && (avx2 || fb__cpu_has_dotprod())
                      ? slot_buffer(j->ws, c, (fb__i8_pack_bytes(j->block, j->w->cols) + 3) / 4)
                      : NULL;
-#endif
+    size_t b, e;
     while (next_block(j, &b, &e)) {
 #if defined(__x86_64__) || defined(_M_X64)
-        if (pack) {
+        if (avx2) {
             fb__gemm_i8_avx2(j->w, &j->act, j->y, j->ldy, b, e, pack);
             continue;
         }
