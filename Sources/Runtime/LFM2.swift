@@ -315,12 +315,13 @@ public final class LFM2Session {
         }
         // Causal attention: token r sees positions 0...position+r.
         let groups = heads / kvHeads
+        let qs = UnsafeSendable(q), ks = UnsafeSendable(keys.pointer), vs = UnsafeSendable(values.pointer)
+        let out = UnsafeSendable(mixed.pointer)
         if t >= fb_batched_min_tokens() {
             // Per head: scores = q kᵀ over all position+t keys (sgemm), row r softmaxed over its first
             // position+r+1 and zeroed after them, then out = scores v (sgemm); heads split across threads.
             let span = position + t
-            let qs = UnsafeSendable(q), ks = UnsafeSendable(keys.pointer), vs = UnsafeSendable(values.pointer)
-            let out = UnsafeSendable(mixed.pointer), slabs = UnsafeSendable(batchScores.pointer)
+            let slabs = UnsafeSendable(batchScores.pointer)
             let start = position, slab = maxBatch * contextLength
             parallel.forEachIndexedChunk(heads, work: heads * t * span * hd * 2) { chunk, begin, end in
                 let s = slabs.value + chunk * slab
@@ -340,9 +341,7 @@ public final class LFM2Session {
         }
         // Few tokens (decode): per token, each key/value head with its `groups` query heads reads its cache rows
         // once (fb_attend); the key/value heads are split across threads.
-        let qs = UnsafeSendable(q), ks = UnsafeSendable(keys.pointer), vs = UnsafeSendable(values.pointer)
-        let out = UnsafeSendable(mixed.pointer), slabs = UnsafeSendable(decodeScores.pointer)
-        let slab = groups * contextLength
+        let slabs = UnsafeSendable(decodeScores.pointer), slab = groups * contextLength
         for r in 0..<t {
             let span = position + r + 1
             parallel.forEachIndexedChunk(kvHeads, work: kvHeads * groups * span * hd * 4) { chunk, begin, end in
