@@ -14,17 +14,10 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "transpose_x86.h"
+#include "simd_x86.h"
 
 #define A2 __attribute__((target("avx2,fma,f16c")))
 #define A2I static inline __attribute__((always_inline, target("avx2,fma,f16c")))
-
-A2I float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 // ---- activations -----------------------------------------------------------------------------------------
 
@@ -43,10 +36,7 @@ A2 void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, 
                 v[j] = _mm256_loadu_ps(xg + 8 * j);
                 m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
             }
-            __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-            h = _mm_max_ss(h, _mm_movehdup_ps(h));
-            const float mx = _mm_cvtss_f32(h);
+            const float mx = fb__hmax8_ps(m);
             const float d = mx / 127.0f;
             const __m256 id = _mm256_set1_ps(d > 0.0f ? 127.0f / mx : 0.0f);
             __m256i iv[4];
@@ -112,7 +102,7 @@ A2I void i8_tile(const int RB, const int NT, const fb_matrix *w, const fb__qact 
         }
     }
     for (int i = 0; i < RB; i++)
-        for (int k = 0; k < NT; k++) out[i * NT + k] = hsum8(acc[i][k]);
+        for (int k = 0; k < NT; k++) out[i * NT + k] = fb__hsum8_ps(acc[i][k]);
 }
 
 #define I8_ROWS(RB, NT)                                                                              \

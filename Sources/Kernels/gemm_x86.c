@@ -19,7 +19,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "transpose_x86.h"
+#include "simd_x86.h"
 
 #define A2 __attribute__((target("avx2,fma,f16c")))
 #define A2I static inline __attribute__((always_inline, target("avx2,fma,f16c")))
@@ -101,6 +101,26 @@ A2 static void pack_q4(const fb_source *s, size_t r0, size_t r1, size_t c0, size
 
 // ---- micro-kernel ----------------------------------------------------------------------------------------------
 
+// y[t][0..nr) = c[t] (or += when accumulating) for t < M; only the nr valid rows of a partial panel are written.
+A2I void store_tile(const int M, __m256 c[MR][2], float *y, size_t ldy, size_t nr, int accumulate) {
+    for (int t = 0; t < M; t++) {
+        float *yt = y + (size_t)t * ldy;
+        if (nr == NR) {
+            if (accumulate) {
+                c[t][0] = _mm256_add_ps(c[t][0], _mm256_loadu_ps(yt));
+                c[t][1] = _mm256_add_ps(c[t][1], _mm256_loadu_ps(yt + 8));
+            }
+            _mm256_storeu_ps(yt, c[t][0]);
+            _mm256_storeu_ps(yt + 8, c[t][1]);
+        } else {
+            float tmp[NR];
+            _mm256_storeu_ps(tmp, c[t][0]);
+            _mm256_storeu_ps(tmp + 8, c[t][1]);
+            for (size_t i = 0; i < nr; i++) yt[i] = accumulate ? yt[i] + tmp[i] : tmp[i];
+        }
+    }
+}
+
 // y[t][0..nr) (+)= sum_k p[k][0..nr) * x[t][k] for t < M, k < kc.
 A2I void micro(const int M, size_t kc, const float *p, const float *x, size_t ldx, float *y, size_t ldy, size_t nr,
                int accumulate) {
@@ -116,25 +136,7 @@ A2I void micro(const int M, size_t kc, const float *p, const float *x, size_t ld
             c[t][1] = _mm256_fmadd_ps(w1v, b, c[t][1]);
         }
     }
-    if (nr == NR) {
-        for (int t = 0; t < M; t++) {
-            float *yt = y + (size_t)t * ldy;
-            if (accumulate) {
-                c[t][0] = _mm256_add_ps(c[t][0], _mm256_loadu_ps(yt));
-                c[t][1] = _mm256_add_ps(c[t][1], _mm256_loadu_ps(yt + 8));
-            }
-            _mm256_storeu_ps(yt, c[t][0]);
-            _mm256_storeu_ps(yt + 8, c[t][1]);
-        }
-    } else {
-        for (int t = 0; t < M; t++) {
-            float tmp[NR];
-            _mm256_storeu_ps(tmp, c[t][0]);
-            _mm256_storeu_ps(tmp + 8, c[t][1]);
-            float *yt = y + (size_t)t * ldy;
-            for (size_t i = 0; i < nr; i++) yt[i] = accumulate ? yt[i] + tmp[i] : tmp[i];
-        }
-    }
+    store_tile(M, c, y, ldy, nr, accumulate);
 }
 
 // The full 6 x 16 tile, written out: six row pointers indexed by k (no address arithmetic between the FMAs), k
@@ -173,22 +175,7 @@ A2I void micro6(size_t kc, const float *p, const float *x, size_t ldx, float *y,
     if (k < kc) STEP(k);
 #undef STEP
     __m256 c[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-    for (int t = 0; t < MR; t++) {
-        float *yt = y + (size_t)t * ldy;
-        if (nr == NR) {
-            if (accumulate) {
-                c[t][0] = _mm256_add_ps(c[t][0], _mm256_loadu_ps(yt));
-                c[t][1] = _mm256_add_ps(c[t][1], _mm256_loadu_ps(yt + 8));
-            }
-            _mm256_storeu_ps(yt, c[t][0]);
-            _mm256_storeu_ps(yt + 8, c[t][1]);
-        } else {
-            float tmp[NR];
-            _mm256_storeu_ps(tmp, c[t][0]);
-            _mm256_storeu_ps(tmp + 8, c[t][1]);
-            for (size_t i = 0; i < nr; i++) yt[i] = accumulate ? yt[i] + tmp[i] : tmp[i];
-        }
-    }
+    store_tile(MR, c, y, ldy, nr, accumulate);
 }
 
 A2 static void micro_tile(size_t m, size_t kc, const float *p, const float *x, size_t ldx, float *y, size_t ldy,

@@ -13,6 +13,8 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
+#include "simd_x86.h"
+
 #define MM_ARGS                                                                                       \
     const fb_matrix *w, const float *x, size_t ldx, size_t n, float *y, size_t ldy, size_t row_begin, \
         size_t row_end
@@ -32,13 +34,6 @@ static size_t row_chunk(int type, size_t cols, size_t n, size_t nrows) {
 
 #define A2 __attribute__((target("avx2,fma,f16c")))
 #define A2I static inline __attribute__((always_inline, target("avx2,fma,f16c")))
-
-A2I float a2_hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 // 8 consecutive f32/f16 weights of row r starting at column c.
 A2I __m256 a2_w8(const int type, const fb_matrix *w, size_t r, size_t c) {
@@ -136,7 +131,7 @@ A2I void a2_tile(const int type, const int RB, const int NT, const fb_matrix *w,
             }
     }
     for (int i = 0; i < RB; i++)
-        for (int k = 0; k < NT; k++) y[(t0 + k) * ldy + r0 + i] = a2_hsum(acc[i][k]) + tail[i][k];
+        for (int k = 0; k < NT; k++) y[(t0 + k) * ldy + r0 + i] = fb__hsum8_ps(acc[i][k]) + tail[i][k];
 }
 
 #define A2_ROWS(TYPE, RB, NT)                                                                       \

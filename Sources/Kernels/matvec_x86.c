@@ -8,6 +8,8 @@
 #include <immintrin.h>
 #include <stdlib.h>
 
+#include "simd_x86.h"
+
 void fb__matmul_avx2(FB__MM_ARGS);
 void fb__matmul_avx512(FB__MM_ARGS);
 
@@ -70,33 +72,20 @@ static int small_quant(const fb_matrix *w, size_t n) {
     return n <= FB__QACT_MAX_N && (w->type == FB_Q4 || w->type == FB_Q8);
 }
 
-void fb__matmul_avx2_q(FB__MM_ARGS);
-void fb__matmul_avx2_q(FB__MM_ARGS) {
-    if (small_quant(w, n)) a2q_matvec_q(FB__MM_PASS);
-    else if (n == 1 && w->type == FB_F16) a2q_matvec_f16(w, x, y, row_begin, row_end);
-    else fb__matmul_avx2(FB__MM_PASS);
-}
-
-void fb__matmul_avxvnni(FB__MM_ARGS);
-void fb__matmul_avxvnni(FB__MM_ARGS) {
-    if (small_quant(w, n)) avq_matvec_q(FB__MM_PASS);
-    else if (n == 1 && w->type == FB_F16) avq_matvec_f16(w, x, y, row_begin, row_end);
-    else fb__matmul_avx2(FB__MM_PASS);
-}
-
-void fb__matmul_avx512_q(FB__MM_ARGS);
-void fb__matmul_avx512_q(FB__MM_ARGS) {
-    if (small_quant(w, n)) a5q_matvec_q(FB__MM_PASS);
-    else if (n == 1 && w->type == FB_F16) a5q_matvec_f16(w, x, y, row_begin, row_end);
-    else fb__matmul_avx512(FB__MM_PASS);
-}
-
-void fb__matmul_avx512vnni(FB__MM_ARGS);
-void fb__matmul_avx512vnni(FB__MM_ARGS) {
-    if (small_quant(w, n)) a5vq_matvec_q(FB__MM_PASS);
-    else if (n == 1 && w->type == FB_F16) a5vq_matvec_f16(w, x, y, row_begin, row_end);
-    else fb__matmul_avx512(FB__MM_PASS);
-}
+// One fb_matmul entry per instruction set: the int8-activation kernels for q4/q8 and few tokens, the f16 row kernel
+// for one token, else the float kernels of matmul_x86.c (AVX2 or AVX-512).
+#define ENTRY(name, set, fallback)                                                         \
+    void name(FB__MM_ARGS);                                                                \
+    void name(FB__MM_ARGS) {                                                               \
+        if (small_quant(w, n)) set##_matvec_q(FB__MM_PASS);                                \
+        else if (n == 1 && w->type == FB_F16) set##_matvec_f16(w, x, y, row_begin, row_end); \
+        else fallback(FB__MM_PASS);                                                        \
+    }
+ENTRY(fb__matmul_avx2_q, a2q, fb__matmul_avx2)
+ENTRY(fb__matmul_avxvnni, avq, fb__matmul_avx2)
+ENTRY(fb__matmul_avx512_q, a5q, fb__matmul_avx512)
+ENTRY(fb__matmul_avx512vnni, a5vq, fb__matmul_avx512)
+#undef ENTRY
 
 #else
 typedef int fb_matvec_x86_unused;  // keep the translation unit non-empty on other architectures

@@ -96,13 +96,6 @@ QI void QX(quant_x)(const float *x, size_t cols, int layout, int8_t *q, float *d
                    _mm256_castsi256_si128(ones16))
 #endif
 
-QI float QX(hsum)(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 // Sums of the four int32 lanes in each 128-bit half of e0..e3, in two steps (so that only two
 // vectors per token are live at a time): sum2x4(e0, e1) and sum2x4(e2, e3), then sum4x4 of those
 // gives {e0, e1, e2, e3 | e0, e1, e2, e3}. (Unpacks and adds: VPHADDD is 3 uops at half the
@@ -232,7 +225,7 @@ QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
         }
     }
     for (int i = 0; i < RB; i++)
-        for (int t = 0; t < NT; t++) y[t * ldy + r0 + i] = QX(hsum)(acc[i][t]) - (QX(hsum)(cor[i][t]) + tail[i][t]);
+        for (int t = 0; t < NT; t++) y[t * ldy + r0 + i] = fb__hsum8_ps(acc[i][t]) - (fb__hsum8_ps(cor[i][t]) + tail[i][t]);
 }
 
 #define QCG 64  // groups per scale block of the q8 tile
@@ -282,7 +275,7 @@ QI void QX(q8_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
         }
     }
     for (int i = 0; i < RB; i++)
-        for (int t = 0; t < NT; t++) y[t * ldy + r0 + i] = QX(hsum)(acc[i][t]);
+        for (int t = 0; t < NT; t++) y[t * ldy + r0 + i] = fb__hsum8_ps(acc[i][t]);
 }
 
 // 8 f32/f16 weights from element i of p.
@@ -313,7 +306,7 @@ QI void QX(f_rows)(const int type, const fb_matrix *w, const float *x, float *y,
         float tail = 0.0f;
         for (; c < cols; c++)
             tail += (type == FB_F32 ? ((const float *)row)[c] : _cvtsh_ss(((const uint16_t *)row)[c])) * x[c];
-        y[r] = QX(hsum)(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) + tail;
+        y[r] = fb__hsum8_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) + tail;
     }
 }
 

@@ -7,6 +7,8 @@
 #include <immintrin.h>
 #include <math.h>
 
+#include "simd_x86.h"
+
 #define A2 __attribute__((target("avx2,fma")))
 #define A2I static inline __attribute__((always_inline, target("avx2,fma")))
 
@@ -83,10 +85,7 @@ A2 void fb__softmax_avx2(float *x, size_t n) {
     __m256 m8 = _mm256_set1_ps(-INFINITY);
     size_t i = 0;
     for (; i + 8 <= n; i += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(x + i));
-    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
-    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_max_ss(h, _mm_movehdup_ps(h));
-    float m = _mm_cvtss_f32(h);
+    float m = fb__hmax8_ps(m8);
     for (; i < n; i++) m = x[i] > m ? x[i] : m;
     if (m == -INFINITY) {
         for (i = 0; i < n; i++) x[i] = 0.0f;
@@ -130,11 +129,7 @@ A2 void fb__attend_avx2(const float *q, size_t groups, size_t hd, const float *k
                 a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i + 8), _mm256_loadu_ps(k + i + 8), a1);
             }
             if (i < hd) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i), _mm256_loadu_ps(k + i), a0);
-            a0 = _mm256_add_ps(a0, a1);
-            __m128 h = _mm_add_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
-            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-            h = _mm_add_ss(h, _mm_movehdup_ps(h));
-            s[j] = scale * _mm_cvtss_f32(h);
+            s[j] = scale * fb__hsum8_ps(_mm256_add_ps(a0, a1));
         }
         fb__softmax_avx2(s, n);
         // Output: hd / 8 accumulators at a time (up to 64 floats in registers), one pass over the values each.

@@ -1,9 +1,26 @@
-// 8 x 8 transpose of 32-bit lanes in AVX2 registers, shared by the GEMMs' weight packing (gemm_x86.c: floats;
-// batched_x86.c: 4-byte groups of int8 weights, through casts, which move bits unchanged).
-#ifndef FIREBOLT_TRANSPOSE_X86_H
-#define FIREBOLT_TRANSPOSE_X86_H
+// Small register helpers shared by the x86 kernel files: horizontal sum and max of 8 floats, and the 8 x 8 transpose
+// of 32-bit lanes the GEMMs' weight packing uses (gemm_x86.c: floats; batched_x86.c: 4-byte groups of int8 weights,
+// through casts, which move bits unchanged). The AVX-512 kernel sets call them too (their targets include AVX2).
+#ifndef FIREBOLT_SIMD_X86_H
+#define FIREBOLT_SIMD_X86_H
 
 #include <immintrin.h>
+
+// v[0] + ... + v[7] (pairwise: (0+4)+(2+6) + (1+5)+(3+7)).
+static inline __attribute__((always_inline, target("avx"))) float fb__hsum8_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// max(v[0..7]) with MAXPS's NaN rule at each step (the second operand when either is NaN).
+static inline __attribute__((always_inline, target("avx"))) float fb__hmax8_ps(__m256 v) {
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
 
 // Rows v[0..7] become columns: afterwards v[j][i] is the old v[i][j].
 static inline __attribute__((always_inline, target("avx2"))) void fb__transpose8_ps(__m256 v[8]) {
