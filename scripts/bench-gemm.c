@@ -10,22 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-// With one thread, the thread's CPU time: the machines this runs on are shared, and time slices lost to other
-// processes would otherwise count as kernel time.
-static int cpu_clock;
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(cpu_clock ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static float unif(void) {  // [-1, 1)
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (2.0 / 16777216.0)) - 1.0f;
-}
+#include "bench-common.h"
 
 int main(int argc, char **argv) {
     int threads = 2;
@@ -55,8 +40,8 @@ int main(int argc, char **argv) {
         if (sscanf(shapes[s], "%7[a-z0-9]:%zux%zu", type, &rows, &cols) != 3) { fprintf(stderr, "bad shape %s\n", shapes[s]); return 2; }
         const fb_dtype t = !strcmp(type, "q4") ? FB_Q4 : !strcmp(type, "q8") ? FB_Q8 : !strcmp(type, "f16") ? FB_F16 : FB_F32;
         float *w = malloc(rows * cols * 4), *x = malloc(n * cols * 4), *y = malloc(n * rows * 4);
-        for (size_t k = 0; k < rows * cols; k++) w[k] = unif() * 0.05f;
-        for (size_t k = 0; k < n * cols; k++) x[k] = unif();
+        for (size_t k = 0; k < rows * cols; k++) w[k] = gauss() * 0.05f;
+        for (size_t k = 0; k < n * cols; k++) x[k] = gauss();
         void *q = aligned_alloc(64, (fb_quant_bytes(t, rows, cols) + 63) / 64 * 64);
         uint16_t *sc = aligned_alloc(64, (fb_scale_bytes(t, rows, cols) + 64) / 64 * 64);
         if (t == FB_Q4) fb_quantize_q4(w, cols, 0, rows, q, sc);
