@@ -156,18 +156,12 @@ static void matmul_float(FB__MM_ARGS) {
 #define QATTR
 #define QSDOT 0
 #include "matmul_arm_q.h"
-#undef QX
-#undef QATTR
-#undef QSDOT
 
 // "arch=armv8.2-a+dotprod": the spelling both clang and GCC 12 accept.
 #define QX(name) dq_##name
 #define QATTR __attribute__((target("arch=armv8.2-a+dotprod")))
 #define QSDOT 1
 #include "matmul_arm_q.h"
-#undef QX
-#undef QATTR
-#undef QSDOT
 
 static int small_quant(const fb_matrix *w, size_t n) {
     return n <= FB__QACT_MAX_N && (w->type == FB_Q4 || w->type == FB_Q8);

@@ -147,3 +147,7 @@ QF void QX(matvec_q)(FB__MM_ARGS) {
 
 #undef QI
 #undef QF
+// The includer's parameters too, so that the next instruction set starts clean.
+#undef QX
+#undef QATTR
+#undef QSDOT

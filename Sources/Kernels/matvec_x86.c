@@ -19,10 +19,6 @@ void fb__matmul_avx512(FB__MM_ARGS);
 #define QVNNI 0
 #define QW512 0
 #include "matvec_x86_q.h"
-#undef QX
-#undef QT
-#undef QVNNI
-#undef QW512
 
 // AVX-VNNI (VEX-encoded VPDPBUSD on 256-bit vectors: Alder Lake and later, Zen 5).
 #define QX(name) avq_##name
@@ -32,13 +28,6 @@ void fb__matmul_avx512(FB__MM_ARGS);
 #define QDPB(a, u, s) _mm256_dpbusd_avx_epi32(a, u, s)
 #define QDPB128(a, u, s) _mm_dpbusd_avx_epi32(a, u, s)
 #include "matvec_x86_q.h"
-#undef QX
-#undef QT
-#undef QVNNI
-#undef QW512
-#undef QDPB
-#undef QDPB128
-#undef QDPB512
 
 // AVX-512 F/BW/VL (q4 blocks in 512-bit vectors).
 #define QX(name) a5q_##name
@@ -46,10 +35,6 @@ void fb__matmul_avx512(FB__MM_ARGS);
 #define QVNNI 0
 #define QW512 1
 #include "matvec_x86_q.h"
-#undef QX
-#undef QT
-#undef QVNNI
-#undef QW512
 
 // AVX-512 VNNI (VPDPBUSD on 512-bit vectors for q4 blocks, 256-bit ones through AVX-512 VL elsewhere).
 #define QX(name) a5vq_##name
@@ -60,13 +45,6 @@ void fb__matmul_avx512(FB__MM_ARGS);
 #define QDPB128(a, u, s) _mm_dpbusd_epi32(a, u, s)
 #define QDPB512(a, u, s) _mm512_dpbusd_epi32(a, u, s)
 #include "matvec_x86_q.h"
-#undef QX
-#undef QT
-#undef QVNNI
-#undef QW512
-#undef QDPB
-#undef QDPB128
-#undef QDPB512
 
 static int small_quant(const fb_matrix *w, size_t n) {
     return n <= FB__QACT_MAX_N && (w->type == FB_Q4 || w->type == FB_Q8);

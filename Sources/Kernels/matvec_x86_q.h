@@ -356,3 +356,11 @@ QF void QX(matvec_q)(const fb_matrix *w, const float *x, size_t ldx, size_t n, f
 #undef QDOT1
 #undef QDOT2
 #undef QDOT2_128
+// The includer's parameters too, so that the next instruction set starts clean.
+#undef QX
+#undef QT
+#undef QVNNI
+#undef QW512
+#undef QDPB
+#undef QDPB128
+#undef QDPB512
