@@ -6,9 +6,10 @@ import Glibc
 
 /// Splits the model's matrix products and other data-parallel loops across threads. One place for the threading
 /// policy: work too small to pay for a hand-off runs on the calling thread; the rest runs on a persistent pool
-/// (`fb_pool`, shared by every `Parallel` of the same thread count; the calling thread works too). Products of
-/// many tokens (prefill, the vision tower) go through `fb_matmul_pool`'s blocked GEMM. One `Parallel` is used by
-/// one thread at a time (it owns the batched products' scratch).
+/// (`fb_pool`, shared by every `Parallel` of the same thread count; the calling thread works too). Matrix
+/// products go through `fb_matmul_pool`, which applies the same policy to rows and takes the batched GEMMs for
+/// many tokens (prefill, the vision tower). One `Parallel` is used by one thread at a time (it owns the batched
+/// products' scratch).
 public final class Parallel: @unchecked Sendable {
     public let threads: Int
     /// Below this many multiply-adds a product runs on one thread.
@@ -51,17 +52,11 @@ public final class Parallel: @unchecked Sendable {
         matmul(w, x, ldx: w.cols, n, y, ldy: w.rows)
     }
 
+    /// fb_matmul_pool decides: few tokens split rows across the pool (one thread below 2¹⁶ multiply-adds, like
+    /// forEachChunk), many take a batched route.
     public func matmul(_ w: fb_matrix, _ x: UnsafePointer<Float>, ldx: Int, _ n: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int) {
-        if n >= fb_batched_min_tokens() {
-            var m = w
-            fb_matmul_pool(pool, workspace, &m, x, ldx, n, y, ldy)
-            return
-        }
-        let xs = UnsafeSendable(x), ys = UnsafeSendable(y)
-        forEachChunk(w.rows, work: w.rows * w.cols * n) { begin, end in
-            var m = w
-            fb_matmul(&m, xs.value, ldx, n, ys.value, ldy, begin, end)
-        }
+        var m = w
+        fb_matmul_pool(pool, workspace, &m, x, ldx, n, y, ldy)
     }
 }
 
