@@ -5,7 +5,7 @@ import Kernels
 // Views in (channels first, [C, S, S]), one pooled vector per view out; the views of an image run as one batch of
 // patches (attention stays within each view). Written in the style of LFM2.swift: weights are found by their
 // canonical names (Converter/ModelPlan.swift) and shape-checked at load, products go through `Parallel.matmul`
-// (batched: OpenBLAS sgemm), and the scratch space is allocated once (and regrown only for a larger batch).
+// (batched: fb_matmul_pool's GEMMs), and the scratch space is allocated once (and regrown only for a larger batch).
 //
 //   patches (row-major grid, each flattened [c][ky][kx]) ─► patch_embedding (+ bias) ─► + position table
 //   (bicubic-resized when the grid is not the table's) ─► encoder layers (pre-LN attention, pre-LN MLP)
