@@ -14,7 +14,7 @@ int fb__ops_simd(void) {
     int h = atomic_load_explicit(&has, memory_order_relaxed);
     if (h < 0) {
         __builtin_cpu_init();
-        h = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        h = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
         atomic_store_explicit(&has, h, memory_order_relaxed);
     }
     return h && strcmp(fb_kernels_name(), "scalar") != 0;
@@ -128,6 +128,42 @@ void fb_attend(const float *q, size_t groups, size_t hd, const float *keys, cons
         fb_softmax(s, n);
         for (size_t i = 0; i < hd; i++) o[i] = 0.0f;
         for (size_t j = 0; j < n; j++) fb_axpy(s[j], values + j * ld, o, hd);
+    }
+}
+
+// Portable: each cached row is widened into a small float buffer, then the float path's dot and axpy.
+#define ATTEND_ROW 64
+static void widen(const uint16_t *h, float *f, size_t n) {
+#if defined(__aarch64__)
+    for (size_t i = 0; i < n; i++) f[i] = (float)((const __fp16 *)h)[i];  // FCVTL: exact, like fb_f16_to_f32
+#else
+    fb_f16_to_f32_array(h, f, n);
+#endif
+}
+
+void fb_attend_f16(const float *q, size_t groups, size_t hd, const uint16_t *keys, const uint16_t *values, size_t ld,
+                   size_t n, float scale, float *scores, float *out) {
+    if (hd % 8 == 0) SIMD(fb__attend_f16_avx2(q, groups, hd, keys, values, ld, n, scale, scores, out));
+    float row[ATTEND_ROW];
+    for (size_t g = 0; g < groups; g++) {
+        float *s = scores + g * n, *o = out + g * hd;
+        for (size_t j = 0; j < n; j++) {
+            float dot = 0.0f;
+            for (size_t i = 0; i < hd; i += ATTEND_ROW) {
+                const size_t m = hd - i < ATTEND_ROW ? hd - i : ATTEND_ROW;
+                widen(keys + j * ld + i, row, m);
+                dot += fb_dot(q + g * hd + i, row, m);
+            }
+            s[j] = scale * dot;
+        }
+        fb_softmax(s, n);
+        for (size_t i = 0; i < hd; i++) o[i] = 0.0f;
+        for (size_t j = 0; j < n; j++)
+            for (size_t i = 0; i < hd; i += ATTEND_ROW) {
+                const size_t m = hd - i < ATTEND_ROW ? hd - i : ATTEND_ROW;
+                widen(values + j * ld + i, row, m);
+                fb_axpy(s[j], row, o + i, m);
+            }
     }
 }
 

@@ -13,9 +13,11 @@ void fb__layernorm_avx2(const float *x, const float *w, const float *b, float *y
 // fb_attend for hd a multiple of 8.
 void fb__attend_avx2(const float *q, size_t groups, size_t hd, const float *keys, const float *values, size_t ld,
                      size_t n, float scale, float *scores, float *out);
+void fb__attend_f16_avx2(const float *q, size_t groups, size_t hd, const uint16_t *keys, const uint16_t *values,
+                         size_t ld, size_t n, float scale, float *scores, float *out);
 #endif
 
-// Nonzero when the AVX2 element-wise ops may be used (AVX2+FMA present, and FB_KERNELS / fb_kernels_select has
+// Nonzero when the AVX2 element-wise ops may be used (AVX2, FMA and F16C present, and FB_KERNELS / fb_kernels_select has
 // not forced the scalar path).
 int fb__ops_simd(void);
 

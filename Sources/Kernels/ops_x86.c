@@ -9,8 +9,8 @@
 
 #include "simd_x86.h"
 
-#define A2 __attribute__((target("avx2,fma")))
-#define A2I static inline __attribute__((always_inline, target("avx2,fma")))
+#define A2 __attribute__((target("avx2,fma,f16c")))
+#define A2I static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
 // e^x for x in float range; x below -87.33 (e^x under the smallest normal, -inf included) gives 0, above 88.37 inf.
 A2I __m256 exp8(__m256 x) {
@@ -114,37 +114,108 @@ A2 void fb__softmax_avx2(float *x, size_t n) {
     for (; i < n; i++) x[i] *= invs;
 }
 
-A2 void fb__attend_avx2(const float *q, size_t groups, size_t hd, const float *keys, const float *values, size_t ld,
-                        size_t n, float scale, float *scores, float *out) {
-    for (size_t g = 0; g < groups; g++) {
-        const float *qg = q + g * hd;
-        float *s = scores + g * n, *o = out + g * hd;
-        // Scores: one key row (hd floats, contiguous) per position, two accumulators per row.
-        for (size_t j = 0; j < n; j++) {
-            const float *k = keys + j * ld;
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-            size_t i = 0;
-            for (; i + 16 <= hd; i += 16) {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i), _mm256_loadu_ps(k + i), a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i + 8), _mm256_loadu_ps(k + i + 8), a1);
-            }
-            if (i < hd) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i), _mm256_loadu_ps(k + i), a0);
-            s[j] = scale * fb__hsum8_ps(_mm256_add_ps(a0, a1));
-        }
-        fb__softmax_avx2(s, n);
-        // Output: hd / 8 accumulators at a time (up to 64 floats in registers), one pass over the values each.
-        for (size_t i0 = 0; i0 < hd; i0 += 64) {
-            const size_t w = hd - i0 < 64 ? (hd - i0) / 8 : 8;
-            __m256 acc[8];
-            for (size_t v = 0; v < w; v++) acc[v] = _mm256_setzero_ps();
-            for (size_t j = 0; j < n; j++) {
-                const __m256 p = _mm256_broadcast_ss(s + j);
-                const float *vr = values + j * ld + i0;
-                for (size_t v = 0; v < w; v++) acc[v] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 8 * v), acc[v]);
-            }
-            for (size_t v = 0; v < w; v++) _mm256_storeu_ps(o + i0 + 8 * v, acc[v]);
+// 8 floats of a cached row: f32 as is, or f16 widened (exact) with F16C.
+A2I __m256 cache8(const int f16, const void *row, size_t i) {
+    if (f16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
+    return _mm256_loadu_ps((const float *)row + i);
+}
+
+// The sums of a0..a3 (8 lanes each) as one vector {sum a0, sum a1, sum a2, sum a3}.
+A2I __m128 hsum4x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+// Scores of query heads q0 (and q1 when TWO) against cached rows j0..j0+3: s[j0 + r] = scale * q . k_r. Each key
+// vector is loaded once for both heads; 4 rows x 2 heads = 8 independent FMA chains, one reduction per 4 rows.
+A2I void scores4(const int f16, const int TWO, const float *q0, const float *q1, size_t hd, const char *rows,
+                 size_t row_bytes, float scale, float *s0, float *s1) {
+    __m256 a0[4], a1[4];
+    for (int r = 0; r < 4; r++) a0[r] = a1[r] = _mm256_setzero_ps();
+    for (size_t i = 0; i < hd; i += 8) {
+        const __m256 x0 = _mm256_loadu_ps(q0 + i), x1 = TWO ? _mm256_loadu_ps(q1 + i) : x0;
+        for (int r = 0; r < 4; r++) {
+            const __m256 k = cache8(f16, rows + r * row_bytes, i);
+            a0[r] = _mm256_fmadd_ps(x0, k, a0[r]);
+            if (TWO) a1[r] = _mm256_fmadd_ps(x1, k, a1[r]);
         }
     }
+    const __m128 sc = _mm_set1_ps(scale);
+    _mm_storeu_ps(s0, _mm_mul_ps(hsum4x8(a0[0], a0[1], a0[2], a0[3]), sc));
+    if (TWO) _mm_storeu_ps(s1, _mm_mul_ps(hsum4x8(a1[0], a1[1], a1[2], a1[3]), sc));
+}
+
+// o0[i0 .. i0 + 8W) = sum_j p0_j v_j over the n cached rows (and o1 with p1 when TWO): each value vector is loaded
+// once for both heads.
+A2I void weighted4(const int f16, const int TWO, const int W, const char *rows, size_t row_bytes, size_t n,
+                   const float *p0, const float *p1, size_t i0, float *o0, float *o1) {
+    __m256 a0[4], a1[4];
+    for (int v = 0; v < W; v++) a0[v] = a1[v] = _mm256_setzero_ps();
+    for (size_t j = 0; j < n; j++) {
+        const __m256 w0 = _mm256_broadcast_ss(p0 + j), w1 = TWO ? _mm256_broadcast_ss(p1 + j) : w0;
+        const char *row = rows + j * row_bytes;
+        for (int v = 0; v < W; v++) {
+            const __m256 x = cache8(f16, row, i0 + 8 * v);
+            a0[v] = _mm256_fmadd_ps(w0, x, a0[v]);
+            if (TWO) a1[v] = _mm256_fmadd_ps(w1, x, a1[v]);
+        }
+    }
+    for (int v = 0; v < W; v++) {
+        _mm256_storeu_ps(o0 + i0 + 8 * v, a0[v]);
+        if (TWO) _mm256_storeu_ps(o1 + i0 + 8 * v, a1[v]);
+    }
+}
+
+// One or two query heads (TWO) through the cache: scores, softmax, weighted values.
+A2I void attend_heads(const int f16, const int TWO, const float *q0, size_t hd, const void *keys, const void *values,
+                      size_t row_bytes, size_t n, float scale, float *s0, float *o0) {
+    const float *q1 = q0 + hd;
+    float *s1 = s0 + n, *o1 = o0 + hd;
+    size_t j = 0;
+    for (; j + 4 <= n; j += 4)
+        scores4(f16, TWO, q0, q1, hd, (const char *)keys + j * row_bytes, row_bytes, scale, s0 + j, s1 + j);
+    for (; j < n; j++) {
+        const char *k = (const char *)keys + j * row_bytes;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        for (size_t i = 0; i < hd; i += 8) {
+            const __m256 x = cache8(f16, k, i);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + i), x, a0);
+            if (TWO) a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + i), x, a1);
+        }
+        s0[j] = scale * fb__hsum8_ps(a0);
+        if (TWO) s1[j] = scale * fb__hsum8_ps(a1);
+    }
+    fb__softmax_avx2(s0, n);
+    if (TWO) fb__softmax_avx2(s1, n);
+    size_t i0 = 0;
+    for (; i0 + 32 <= hd; i0 += 32) weighted4(f16, TWO, 4, values, row_bytes, n, s0, s1, i0, o0, o1);
+    switch ((hd - i0) / 8) {
+    case 3: weighted4(f16, TWO, 3, values, row_bytes, n, s0, s1, i0, o0, o1); break;
+    case 2: weighted4(f16, TWO, 2, values, row_bytes, n, s0, s1, i0, o0, o1); break;
+    case 1: weighted4(f16, TWO, 1, values, row_bytes, n, s0, s1, i0, o0, o1); break;
+    default: break;
+    }
+}
+
+// fb_attend over a float (f16 = 0) or binary16 (f16 = 1) cache, hd a multiple of 8. The query heads go two at a
+// time, so the cache rows are read once per pair (once in all for two heads per key/value head, as in LFM2).
+A2I void attend(const int f16, const float *q, size_t groups, size_t hd, const void *keys, const void *values,
+                size_t ld, size_t n, float scale, float *scores, float *out) {
+    const size_t row_bytes = ld * (f16 ? 2 : 4);
+    size_t g = 0;
+    for (; g + 2 <= groups; g += 2)
+        attend_heads(f16, 1, q + g * hd, hd, keys, values, row_bytes, n, scale, scores + g * n, out + g * hd);
+    if (g < groups) attend_heads(f16, 0, q + g * hd, hd, keys, values, row_bytes, n, scale, scores + g * n, out + g * hd);
+}
+
+A2 void fb__attend_avx2(const float *q, size_t groups, size_t hd, const float *keys, const float *values, size_t ld,
+                        size_t n, float scale, float *scores, float *out) {
+    attend(0, q, groups, hd, keys, values, ld, n, scale, scores, out);
+}
+
+A2 void fb__attend_f16_avx2(const float *q, size_t groups, size_t hd, const uint16_t *keys, const uint16_t *values,
+                            size_t ld, size_t n, float scale, float *scores, float *out) {
+    attend(1, q, groups, hd, keys, values, ld, n, scale, scores, out);
 }
 
 A2 void fb__rmsnorm_avx2(const float *x, const float *w, float *y, size_t n, float eps) {

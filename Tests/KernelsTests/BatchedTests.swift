@@ -333,16 +333,16 @@ final class BatchedTests: XCTestCase {
     /// tails. Both compute the same formulas in float (the norms' sums in double); the SIMD exp is within ~2 ulp, so
     /// the bounds are a few float ulps: |Δ| ≤ 1e-6·(|x| + 1) for the activations, 1e-6 of the largest output for
     /// softmax and the norms.
-    /// fb_attend (decode attention for the query heads that share one key/value head) on the scalar and SIMD paths
-    /// against a double-precision reference: strided cache rows, head sizes with and without a 64-float block
-    /// tail, one position and many. Tolerance 1e-5 of the largest |v| (float sums of ≤ 600 softmax-weighted rows).
+    /// fb_attend (decode attention for the query heads that share one key/value head) and fb_attend_f16 (the same
+    /// over a binary16 cache) on the scalar and SIMD paths against a double-precision reference: strided cache rows,
+    /// head sizes with and without a 64-float block tail, one position and many. The f16 reference reads the cache's
+    /// f16 values exactly (widening is exact), so both get the same bound: 1e-5 of the largest |v| (float sums of
+    /// ≤ 600 softmax-weighted rows).
     func testAttendMatchesReference() {
         let original = String(cString: fb_kernels_name())
         defer { XCTAssertEqual(fb_kernels_select(original), 0) }
         var rng = LCG(seed: 9)
-        for (groups, hd, n) in [(2, 64, 1), (2, 64, 600), (1, 24, 37), (3, 72, 130), (2, 7, 9)] {
-            let ld = 3 * hd + 5, scale = 1 / Float(hd).squareRoot()
-            let q = rng.normals(groups * hd), keys = rng.normals(n * ld), values = rng.normals(n * ld)
+        func reference(_ q: [Float], _ keys: [Float], _ values: [Float], groups: Int, hd: Int, ld: Int, n: Int, scale: Float) -> [Double] {
             var expected = [Double](repeating: 0, count: groups * hd)
             for g in 0..<groups {
                 var s = (0..<n).map { j in Double(scale) * (0..<hd).reduce(0.0) { $0 + Double(q[g * hd + $1]) * Double(keys[j * ld + $1]) } }
@@ -351,6 +351,15 @@ final class BatchedTests: XCTestCase {
                 let sum = s.reduce(0, +)
                 for j in 0..<n { for i in 0..<hd { expected[g * hd + i] += s[j] / sum * Double(values[j * ld + i]) } }
             }
+            return expected
+        }
+        for (groups, hd, n) in [(2, 64, 1), (2, 64, 600), (1, 24, 37), (3, 72, 130), (2, 7, 9), (2, 136, 20)] {
+            let ld = 3 * hd + 5, scale = 1 / Float(hd).squareRoot()
+            let q = rng.normals(groups * hd), keys = rng.normals(n * ld), values = rng.normals(n * ld)
+            let keys16 = keys.map { fb_f32_to_f16($0) }, values16 = values.map { fb_f32_to_f16($0) }
+            let expected = reference(q, keys, values, groups: groups, hd: hd, ld: ld, n: n, scale: scale)
+            let expected16 = reference(q, keys16.map { fb_f16_to_f32($0) }, values16.map { fb_f16_to_f32($0) },
+                                       groups: groups, hd: hd, ld: ld, n: n, scale: scale)
             let vmax = Double(values.map { abs($0) }.max()!)
             for path in ["scalar", original] {
                 XCTAssertEqual(fb_kernels_select(path), 0)
@@ -358,6 +367,10 @@ final class BatchedTests: XCTestCase {
                 fb_attend(q, groups, hd, keys, values, ld, n, scale, &scores, &out)
                 let worst = (0..<groups * hd).map { abs(Double(out[$0]) - expected[$0]) }.max()!
                 XCTAssertLessThanOrEqual(worst, 1e-5 * vmax, "\(path), groups \(groups), hd \(hd), n \(n)")
+                var out16 = [Float](repeating: .nan, count: groups * hd)
+                fb_attend_f16(q, groups, hd, keys16, values16, ld, n, scale, &scores, &out16)
+                let worst16 = (0..<groups * hd).map { abs(Double(out16[$0]) - expected16[$0]) }.max()!
+                XCTAssertLessThanOrEqual(worst16, 1e-5 * vmax, "f16 cache, \(path), groups \(groups), hd \(hd), n \(n)")
             }
         }
     }

@@ -254,6 +254,38 @@ static void check_int8_route(const char **paths, int npaths) {
     fb_pool_destroy(pool);
 }
 
+// fb_attend_f16 (decode attention over a binary16 cache; on AArch64 the rows are widened with FCVTL) against fb_attend
+// over the same values widened by fb_f16_to_f32: widening is exact both ways, so the two differ only by the order of
+// float sums (hd > 64 is summed in blocks of 64): 1e-5 of the largest |v|.
+static void check_attend_f16(void) {
+    const size_t cases[][3] = {{2, 64, 300}, {1, 72, 17}, {3, 7, 5}};  // groups, hd, positions
+    for (size_t ci = 0; ci < 3; ci++) {
+        const size_t groups = cases[ci][0], hd = cases[ci][1], n = cases[ci][2], ld = 2 * hd + 3;
+        float *q = malloc(groups * hd * sizeof(float)), *kf = malloc(n * ld * sizeof(float)),
+              *vf = malloc(n * ld * sizeof(float)), *scores = malloc(groups * n * sizeof(float)),
+              *ref = malloc(groups * hd * sizeof(float)), *out = malloc(groups * hd * sizeof(float));
+        uint16_t *kh = malloc(n * ld * 2), *vh = malloc(n * ld * 2);
+        float vmax = 0;
+        for (size_t i = 0; i < groups * hd; i++) q[i] = normal();
+        for (size_t i = 0; i < n * ld; i++) {
+            kh[i] = fb_f32_to_f16(normal());
+            vh[i] = fb_f32_to_f16(normal());
+            kf[i] = fb_f16_to_f32(kh[i]);
+            vf[i] = fb_f16_to_f32(vh[i]);
+            vmax = fabsf(vf[i]) > vmax ? fabsf(vf[i]) : vmax;
+        }
+        const float scale = 1.0f / sqrtf((float)hd);
+        fb_attend(q, groups, hd, kf, vf, ld, n, scale, scores, ref);
+        fb_attend_f16(q, groups, hd, kh, vh, ld, n, scale, scores, out);
+        for (size_t i = 0; i < groups * hd; i++) {
+            checks++;
+            if (!(fabsf(out[i] - ref[i]) <= 1e-5f * vmax))
+                FAIL("fb_attend_f16 groups %zu hd %zu n %zu, i %zu: %g vs %g", groups, hd, n, i, out[i], ref[i]);
+        }
+        free(q), free(kf), free(vf), free(scores), free(ref), free(out), free(kh), free(vh);
+    }
+}
+
 int main(int argc, char **argv) {
     const char *label = "native", *expect_default = NULL;
     const char *missing[8];
@@ -295,6 +327,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], paths, npaths);
     check_int8_route(paths, npaths);
     fb_kernels_select(def);
+    check_attend_f16();
 
     const double rel = int8_ref2 > 0 ? sqrt(int8_err2 / int8_ref2) : 0;
     printf("kernels-test label=%s default=%s paths=%s checks=%d failures=%d worst_float=%.3f "

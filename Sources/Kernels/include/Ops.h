@@ -4,6 +4,7 @@
 #define FIREBOLT_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -29,6 +30,10 @@ float fb_dot(const float *a, const float *b, size_t n);
 // groups * n floats.
 void fb_attend(const float *q, size_t groups, size_t hd, const float *keys, const float *values, size_t ld, size_t n,
                float scale, float *scores, float *out);
+// fb_attend over a cache of IEEE binary16 keys and values (read as their exact float values; everything else in
+// float as fb_attend).
+void fb_attend_f16(const float *q, size_t groups, size_t hd, const uint16_t *keys, const uint16_t *values, size_t ld,
+                   size_t n, float scale, float *scores, float *out);
 // y += a * x
 void fb_axpy(float a, const float *x, float *y, size_t n);
 // y = x + bias (row of n), for `rows` rows of stride n
