@@ -14,6 +14,7 @@ public struct BenchOptions {
     public var threads = ProcessInfo.processInfo.activeProcessorCount
     public var repeats = 3
     public var contextLength = 4096
+    public var kvCache = KVCacheType.default
     public init() {}
 }
 
@@ -62,8 +63,10 @@ public struct BenchResult: Codable, Equatable {
     public var decodeEfficiency: Double
     /// Prefill tokens/s per GFLOP/s of the compute probe: comparable across machines of one kind.
     public var prefillPerComputeGflop: Double
+    /// The KV cache's type ("f16", "f32"; absent in results from before it could be chosen, which used f32).
+    public var kvCache: String?
 
-    public init(model: String, architecture: String, threads: Int, kernels: String, promptTokens: Int, generatedTokens: Int, image: Bool, loadMs: Double, visionMs: Spread, cmmMs: Spread, prefillTokensPerSecond: Spread, decodeTokensPerSecond: Spread, ttftMs: Spread, peakRSSBytes: UInt64, modelBytes: UInt64, weightBytesPerToken: UInt64, bandwidthBytesPerSecond: Double, computeGflops: Double, decodeEfficiency: Double, prefillPerComputeGflop: Double) {
+    public init(model: String, architecture: String, threads: Int, kernels: String, promptTokens: Int, generatedTokens: Int, image: Bool, loadMs: Double, visionMs: Spread, cmmMs: Spread, prefillTokensPerSecond: Spread, decodeTokensPerSecond: Spread, ttftMs: Spread, peakRSSBytes: UInt64, modelBytes: UInt64, weightBytesPerToken: UInt64, bandwidthBytesPerSecond: Double, computeGflops: Double, decodeEfficiency: Double, prefillPerComputeGflop: Double, kvCache: String? = nil) {
         self.model = model
         self.architecture = architecture
         self.threads = threads
@@ -84,6 +87,7 @@ public struct BenchResult: Codable, Equatable {
         self.computeGflops = computeGflops
         self.decodeEfficiency = decodeEfficiency
         self.prefillPerComputeGflop = prefillPerComputeGflop
+        self.kvCache = kvCache
     }
 
     enum CodingKeys: String, CodingKey {
@@ -93,7 +97,7 @@ public struct BenchResult: Codable, Equatable {
         case ttftMs = "ttft_ms", peakRSSBytes = "peak_rss_bytes", modelBytes = "model_bytes"
         case weightBytesPerToken = "weight_bytes_per_token", bandwidthBytesPerSecond = "bandwidth_bytes_per_s"
         case computeGflops = "compute_gflops", decodeEfficiency = "decode_efficiency"
-        case prefillPerComputeGflop = "prefill_per_compute_gflop"
+        case prefillPerComputeGflop = "prefill_per_compute_gflop", kvCache = "kv_cache"
     }
 }
 
@@ -163,7 +167,8 @@ public enum Benchmark {
         var rng = SplitMix64(seed: 12345)
         let firstOrdinary = min(512, vocab / 2)
         let prompt = (0..<options.promptTokens).map { _ in Int32(firstOrdinary + Int(rng.next() % UInt64(vocab - firstOrdinary))) }
-        let generator = TextGenerator(model: model, contextLength: options.contextLength, threads: options.threads)
+        let generator = TextGenerator(model: model, contextLength: options.contextLength, threads: options.threads,
+                                      kvCache: options.kvCache)
         var imagePixels: [Float]? = nil
         if options.image {  // decoded once; the vision tower runs in every repeat
             let settings = model.file.header.preprocessor ?? .siglipDefault
@@ -214,7 +219,7 @@ public enum Benchmark {
             decodeTokensPerSecond: decode, ttftMs: Spread(runs.map(\.ttft)), peakRSSBytes: peakRSS,
             modelBytes: model.file.fileSize, weightBytesPerToken: bytesPerToken, bandwidthBytesPerSecond: Spread(bandwidths).median,
             computeGflops: Spread(computes).median, decodeEfficiency: Spread(efficiencies).median,
-            prefillPerComputeGflop: Spread(prefillRatios).median)
+            prefillPerComputeGflop: Spread(prefillRatios).median, kvCache: options.kvCache.rawValue)
     }
 }
 

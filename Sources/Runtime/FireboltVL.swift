@@ -51,9 +51,10 @@ public final class FireboltVLSession {
     public var position: Int { decoder.position }
     public var contextLength: Int { decoder.contextLength }
 
-    public init(model: FireboltVLModel, contextLength: Int, maxBatch: Int = 64, threads: Int) {
+    public init(model: FireboltVLModel, contextLength: Int, maxBatch: Int = 64, threads: Int, kvCache: KVCacheType = .default) {
         self.model = model
-        decoder = LFM2Session(model: model.decoder, contextLength: contextLength, maxBatch: maxBatch, threads: threads)
+        decoder = LFM2Session(model: model.decoder, contextLength: contextLength, maxBatch: maxBatch, threads: threads,
+                              kvCache: kvCache)
         modulator = CMMSession(modulator: model.modulator, maxBatch: maxBatch, threads: threads)
         embeddings = FloatBuffer(count: max(1, maxBatch) * model.config.text.hiddenSize)
     }

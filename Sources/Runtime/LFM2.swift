@@ -87,6 +87,18 @@ public final class LFM2Model {
     }
 }
 
+/// How the attention layers keep their keys and values.
+public enum KVCacheType: String, CaseIterable, Sendable {
+    /// IEEE binary16 (rounded to nearest even as written): half the memory and half the bytes decode attention reads
+    /// per token, for a relative rounding error of at most 2⁻¹¹ per cached value. The default, as in llama.cpp.
+    case f16
+    /// float32: the reference's arithmetic (the parity tests against the goldens use it).
+    case f32
+
+    public static let `default` = KVCacheType.f16
+    public var bytesPerValue: Int { self == .f16 ? 2 : 4 }
+}
+
 /// One sequence's caches and scratch space. `forward` advances `position`.
 public final class LFM2Session {
     public let model: LFM2Model
@@ -95,12 +107,14 @@ public final class LFM2Session {
     /// batched products efficient (each weight is converted once per step).
     public let maxBatch: Int
     public private(set) var position = 0
+    public let kvCache: KVCacheType
     let parallel: Parallel
 
-    // Caches: per conv layer the last (kernel − 1) inputs of the depthwise conv; per attention layer K and V.
+    // Caches: per conv layer the last (kernel − 1) inputs of the depthwise conv; per attention layer K and V, head-major
+    // [kv head][position][hd] in `kvCache`'s type.
     private var convState: [FloatBuffer?]
-    private var keyCache: [LazyFloatBuffer?]
-    private var valueCache: [LazyFloatBuffer?]
+    private var keyCache: [LazyBuffer?]
+    private var valueCache: [LazyBuffer?]
 
     // Scratch, sized for maxBatch tokens; mapped lazily, so only the rows a step uses become resident.
     private let hidden: LazyFloatBuffer       // residual stream x [T × H]
@@ -113,20 +127,24 @@ public final class LFM2Session {
     private let up: LazyFloatBuffer           // w3 [T × I]
     private let decodeScores: LazyFloatBuffer  // decode attention weights, per thread [threads × groups × ctx]
     private let batchScores: LazyFloatBuffer  // batched attention weights, per thread [threads × maxBatch × ctx]
+    private let widenedCache: LazyFloatBuffer?  // f16 cache: one K and one V head widened for sgemm, per thread [threads × 2 × ctx × hd]
     private let ropeCos: FloatBuffer, ropeSin: FloatBuffer
     private let inverseFrequency: [Float]
 
     /// maxBatch 256: prefill buffers for 512-token steps cost 18 MiB more peak RSS for 3–10% more prefill speed.
-    public init(model: LFM2Model, contextLength: Int, maxBatch: Int = 256, threads: Int) {
+    public init(model: LFM2Model, contextLength: Int, maxBatch: Int = 256, threads: Int, kvCache: KVCacheType = .default) {
         self.model = model
         self.contextLength = contextLength
         self.maxBatch = maxBatch
+        self.kvCache = kvCache
         parallel = Parallel(threads: threads)
         let c = model.config, h = c.hiddenSize, hd = c.headDim
         let q = c.numAttentionHeads * hd, kv = c.numKeyValueHeads * hd
         convState = (0..<c.numHiddenLayers).map { c.isAttention(layer: $0) ? nil : FloatBuffer(count: (c.convKernelSize - 1) * h) }
-        keyCache = (0..<c.numHiddenLayers).map { c.isAttention(layer: $0) ? LazyFloatBuffer(count: contextLength * kv) : nil }
-        valueCache = (0..<c.numHiddenLayers).map { c.isAttention(layer: $0) ? LazyFloatBuffer(count: contextLength * kv) : nil }
+        let cacheBytes = contextLength * kv * kvCache.bytesPerValue
+        keyCache = (0..<c.numHiddenLayers).map { c.isAttention(layer: $0) ? LazyBuffer(bytes: cacheBytes) : nil }
+        valueCache = (0..<c.numHiddenLayers).map { c.isAttention(layer: $0) ? LazyBuffer(bytes: cacheBytes) : nil }
+        widenedCache = kvCache == .f16 ? LazyFloatBuffer(count: max(1, threads) * 2 * contextLength * hd) : nil
         hidden = LazyFloatBuffer(count: maxBatch * h)
         normed = LazyFloatBuffer(count: maxBatch * h)
         projected = LazyFloatBuffer(count: maxBatch * max(3 * h, q + 2 * kv))
@@ -274,7 +292,7 @@ public final class LFM2Session {
 
     /// GQA attention with per-head RMSNorm on q and k, rotate-half RoPE, and the KV cache.
     private func attention(_ t: Int, qProj: fb_matrix, kProj: fb_matrix, vProj: fb_matrix, outProj: fb_matrix,
-                           qNorm: [Float], kNorm: [Float], keys: LazyFloatBuffer, values: LazyFloatBuffer) {
+                           qNorm: [Float], kNorm: [Float], keys: LazyBuffer, values: LazyBuffer) {
         let c = model.config, hd = c.headDim, heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads
         let qWidth = heads * hd, kvWidth = kvHeads * hd, stride = qWidth + 2 * kvWidth
         let q = projected.pointer
@@ -287,6 +305,9 @@ public final class LFM2Session {
         let headSpan = contextLength
         let start = position, eps = c.normEps, half = hd / 2
         let ropeCos = self.ropeCos.pointer, ropeSin = self.ropeSin.pointer
+        let f16 = kvCache == .f16
+        let keys32 = keys.raw.assumingMemoryBound(to: Float.self), values32 = values.raw.assumingMemoryBound(to: Float.self)
+        let keys16 = keys.raw.assumingMemoryBound(to: UInt16.self), values16 = values.raw.assumingMemoryBound(to: UInt16.self)
         qNorm.withUnsafeBufferPointer { qn in
             kNorm.withUnsafeBufferPointer { kn in
                 inverseFrequency.withUnsafeBufferPointer { frequency in
@@ -305,8 +326,14 @@ public final class LFM2Session {
                             fb_rope(row, heads, hd, cosTable, sinTable)
                             fb_rope(row + qWidth, kvHeads, hd, cosTable, sinTable)
                             for head in 0..<kvHeads {  // head-major cache: [kv head][position][hd]
-                                memcpy(keys.pointer + (head * headSpan + pos) * hd, row + qWidth + head * hd, hd * 4)
-                                memcpy(values.pointer + (head * headSpan + pos) * hd, row + qWidth + kvWidth + head * hd, hd * 4)
+                                let at = (head * headSpan + pos) * hd, k = row + qWidth + head * hd, v = k + kvWidth
+                                if f16 {
+                                    fb_f32_to_f16_array(k, keys16 + at, hd)
+                                    fb_f32_to_f16_array(v, values16 + at, hd)
+                                } else {
+                                    memcpy(keys32 + at, k, hd * 4)
+                                    memcpy(values32 + at, v, hd * 4)
+                                }
                             }
                         }
                     }
@@ -315,25 +342,41 @@ public final class LFM2Session {
         }
         // Causal attention: token r sees positions 0...position+r.
         let groups = heads / kvHeads
-        let qs = UnsafeSendable(q), ks = UnsafeSendable(keys.pointer), vs = UnsafeSendable(values.pointer)
-        let out = UnsafeSendable(mixed.pointer)
+        let qs = UnsafeSendable(q), out = UnsafeSendable(mixed.pointer)
+        let caches = UnsafeSendable((k32: keys32, v32: values32, k16: keys16, v16: values16))
         if t >= fb_batched_min_tokens() {
             // Per head: scores = q kᵀ over all position+t keys (sgemm), row r softmaxed over its first
-            // position+r+1 and zeroed after them, then out = scores v (sgemm); heads split across threads.
+            // position+r+1 and zeroed after them, then out = scores v (sgemm); heads split across threads. An f16
+            // cache is widened one key/value head at a time into the thread's scratch (once per head a thread meets:
+            // span × hd values, against t × span × hd multiply-adds of the products).
             let span = position + t
             let slabs = UnsafeSendable(batchScores.pointer)
             let start = position, slab = maxBatch * contextLength
+            let widened = UnsafeSendable(widenedCache?.pointer), widenedSlab = 2 * contextLength * hd
             parallel.forEachIndexedChunk(heads, work: heads * t * span * hd * 2) { chunk, begin, end in
                 let s = slabs.value + chunk * slab
+                var widenedHead = -1
                 for head in begin..<end {
-                    let kvHead = head / groups
-                    fb_sgemm(1, t, span, hd, scale, qs.value + head * hd, stride, ks.value + kvHead * headSpan * hd, hd, 0, s, span)
+                    let kvHead = head / groups, at = kvHead * headSpan * hd
+                    let keyRows: UnsafePointer<Float>, valueRows: UnsafePointer<Float>
+                    if let w = widened.value {
+                        let k = w + chunk * widenedSlab, v = k + contextLength * hd
+                        if kvHead != widenedHead {
+                            fb_f16_to_f32_array(caches.value.k16 + at, k, span * hd)
+                            fb_f16_to_f32_array(caches.value.v16 + at, v, span * hd)
+                            widenedHead = kvHead
+                        }
+                        (keyRows, valueRows) = (UnsafePointer(k), UnsafePointer(v))
+                    } else {
+                        (keyRows, valueRows) = (UnsafePointer(caches.value.k32 + at), UnsafePointer(caches.value.v32 + at))
+                    }
+                    fb_sgemm(1, t, span, hd, scale, qs.value + head * hd, stride, keyRows, hd, 0, s, span)
                     for r in 0..<t {
                         let valid = start + r + 1
                         fb_softmax(s + r * span, valid)
                         if valid < span { memset(s + r * span + valid, 0, (span - valid) * 4) }
                     }
-                    fb_sgemm(0, t, hd, span, 1, s, span, vs.value + kvHead * headSpan * hd, hd, 0, out.value + head * hd, qWidth)
+                    fb_sgemm(0, t, hd, span, 1, s, span, valueRows, hd, 0, out.value + head * hd, qWidth)
                 }
             }
             parallel.matmul(outProj, mixed.pointer, t, operatorOut.pointer)
@@ -347,8 +390,13 @@ public final class LFM2Session {
             parallel.forEachIndexedChunk(kvHeads, work: kvHeads * groups * span * hd * 4) { chunk, begin, end in
                 let s = slabs.value + chunk * slab
                 for kvHead in begin..<end {
-                    fb_attend(qs.value + r * stride + kvHead * groups * hd, groups, hd, ks.value + kvHead * headSpan * hd,
-                              vs.value + kvHead * headSpan * hd, hd, span, scale, s, out.value + r * qWidth + kvHead * groups * hd)
+                    let query = qs.value + r * stride + kvHead * groups * hd, at = kvHead * headSpan * hd
+                    let output = out.value + r * qWidth + kvHead * groups * hd
+                    if f16 {
+                        fb_attend_f16(query, groups, hd, caches.value.k16 + at, caches.value.v16 + at, hd, span, scale, s, output)
+                    } else {
+                        fb_attend(query, groups, hd, caches.value.k32 + at, caches.value.v32 + at, hd, span, scale, s, output)
+                    }
                 }
             }
         }

@@ -169,18 +169,20 @@ extension FireboltVLSession: SequenceSession {}
 public final class TextGenerator {
     public let model: LoadedModel
     public let session: SequenceSession
+    public let kvCache: KVCacheType
     private let vlSession: FireboltVLSession?
     private let logits: UnsafeMutablePointer<Float>
 
-    public init(model: LoadedModel, contextLength: Int, threads: Int) {
+    public init(model: LoadedModel, contextLength: Int, threads: Int, kvCache: KVCacheType = .default) {
         self.model = model
+        self.kvCache = kvCache
         if let vision = model.vision {
-            let s = FireboltVLSession(model: vision, contextLength: contextLength, threads: threads)
+            let s = FireboltVLSession(model: vision, contextLength: contextLength, threads: threads, kvCache: kvCache)
             vlSession = s
             session = s
         } else {
             vlSession = nil
-            session = LFM2Session(model: model.decoder, contextLength: contextLength, threads: threads)
+            session = LFM2Session(model: model.decoder, contextLength: contextLength, threads: threads, kvCache: kvCache)
         }
         logits = .allocate(capacity: model.config.text.vocabSize)
     }

@@ -17,6 +17,7 @@ let benchSpec = CommandSpec(
         .value("threads", short: "t", "N", "threads (default: all cores)"),
         .value("repeat", "R", "measured repeats (default 3)"),
         .value("ctx", "N", "context length (default 4096)"),
+        .value("kv-cache", "TYPE", "f16 (default) or f32"),
         .flag("json", "print the result as one JSON object"),
         .value("label", "NAME", "the entry of the baseline file to compare with or update"),
         .value("compare", "FILE", "compare with the baseline's entry; exit 1 with a table if a figure regressed"),
@@ -38,6 +39,7 @@ func runBench(_ args: [String]) throws {
     options.image = a.flag("image")
     options.threads = try threads(a)
     options.repeats = try a.int("repeat", default: 3, range: 1...1000)!
+    options.kvCache = try kvCacheType(a)
     options.contextLength = try a.int("ctx", default: max(4096, options.promptTokens + options.generatedTokens), range: 16...1_048_576)!
     if (a.has("compare") || a.has("update")) && a.string("label") == nil {
         throw UsageError("--compare and --update need --label", command: a.command)
@@ -97,6 +99,7 @@ enum BenchReport {
         var rows: [(String, String)] = [
             ("model", "\(r.model) (\(r.architecture)), \(String(format: "%.1f", Double(r.modelBytes) / 1_048_576)) MiB file"),
             ("threads / kernels", "\(r.threads) / \(r.kernels)"),
+            ("KV cache", r.kvCache ?? "f32"),
             ("load", String(format: "%.0f ms", r.loadMs)),
         ]
         if r.image {

@@ -11,6 +11,7 @@ let commonModelOptions: [OptionSpec] = [
     .value("model", short: "m", "M.fbm", "the model file (from fbconvert)"),
     .value("threads", short: "t", "N", "threads (default: all cores)"),
     .value("ctx", "N", "context length in tokens (default 4096)"),
+    .value("kv-cache", "TYPE", "f16 (default: half the memory) or f32 (the reference's arithmetic)"),
     .flag("no-verify", "skip the per-tensor checksums at load"),
 ]
 
@@ -76,6 +77,15 @@ func threads(_ a: ParsedArguments) throws -> Int {
     try a.int("threads", default: ProcessInfo.processInfo.activeProcessorCount, range: 1...256)!
 }
 
+func kvCacheType(_ a: ParsedArguments) throws -> KVCacheType {
+    guard let name = a.string("kv-cache") else { return .default }
+    guard let type = KVCacheType(rawValue: name) else {
+        throw UsageError("--kv-cache must be one of \(KVCacheType.allCases.map(\.rawValue).joined(separator: ", ")), not '\(name)'",
+                         command: a.command)
+    }
+    return type
+}
+
 /// The --image, decoded and through the vision tower, or nil; `--max-image-pixels` bounds what is decoded.
 func encodedImage(_ a: ParsedArguments, _ model: LoadedModel) throws -> EncodedImage? {
     guard let path = a.string("image") else { return nil }
@@ -120,7 +130,7 @@ func runGenerate(_ args: [String]) throws {
     let model = try LoadedModel(path: path, verify: !a.flag("no-verify"), threads: threadCount)
     let image = try encodedImage(a, model)
     let ids = a.flag("raw") ? model.tokenizer.encode(prompt, addBOS: false) : model.chatPromptIds(question: prompt, withImage: image != nil)
-    let generator = TextGenerator(model: model, contextLength: context, threads: threadCount)
+    let generator = TextGenerator(model: model, contextLength: context, threads: threadCount, kvCache: try kvCacheType(a))
     try generator.setImage(grid: image?.grid)
     var decoder = model.tokenizer.makeStreamingDecoder(skipSpecialTokens: true)
     var generated: [Int32] = []
@@ -175,7 +185,7 @@ func runLogits(_ args: [String]) throws {
     }
     guard !ids.isEmpty else { throw UsageError("no tokens to run", command: a.command) }
     let context = try a.int("ctx", default: max(4096, ids.count), range: 16...1_048_576)!
-    let generator = TextGenerator(model: model, contextLength: context, threads: threadCount)
+    let generator = TextGenerator(model: model, contextLength: context, threads: threadCount, kvCache: try kvCacheType(a))
     try generator.setImage(grid: image?.grid)
     let logits = a.flag("incremental") ? try generator.incrementalLogits(ids) : try generator.allLogits(ids)
     try NumpyArray(float32: logits, shape: [ids.count, model.config.text.vocabSize]).write(to: output)

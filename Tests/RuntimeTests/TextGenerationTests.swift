@@ -41,7 +41,7 @@ final class TextGenerationTests: XCTestCase {
     }
 
     func testThirtyTwoBitLogitsMatchTheReferenceBatchedAndIncremental() throws {
-        let generator = TextGenerator(model: try model(bits: 32), contextLength: 64, threads: 2)
+        let generator = TextGenerator(model: try model(bits: 32), contextLength: 64, threads: 2, kvCache: .f32)
         let golden = try goldenLogits
         // Both sides are float32; the reference sums in a different order (BLAS, fused kernels). Observed ~1.3e-6;
         // the bound 1e-4 × max|logit| is what the parity requirement states and leaves no room for a wrong op.
@@ -50,6 +50,22 @@ final class TextGenerationTests: XCTestCase {
         XCTAssertLessThan(Self.relativeError(batched, golden), 1e-4)
         let incremental = try generator.incrementalLogits(try promptIds)
         XCTAssertLessThan(Self.relativeError(incremental, golden), 1e-4)
+    }
+
+    /// The default f16 KV cache, batched (sgemm over widened heads) and incremental (fb_attend_f16): each cached key
+    /// and value is rounded once, by at most 2⁻¹¹ of itself, and that error passes through the attention scores and
+    /// values into the later layers. Observed 3.6e-4 of the largest logit on this fixture; the bound 2e-3 (4 × 2⁻¹¹)
+    /// is far below what a wrong head, position or type mix-up does (errors of the logits' own size). The logits
+    /// must also differ from the f32 cache's, or the f16 cache is not what ran.
+    func testHalfPrecisionCacheStaysWithinItsRoundingBound() throws {
+        let golden = try goldenLogits
+        let half = TextGenerator(model: try model(bits: 32), contextLength: 64, threads: 2)
+        XCTAssertEqual(half.kvCache, .f16, "f16 is the default")
+        let single = TextGenerator(model: try model(bits: 32), contextLength: 64, threads: 2, kvCache: .f32)
+        let batched = try half.allLogits(try promptIds), incremental = try half.incrementalLogits(try promptIds)
+        XCTAssertLessThan(Self.relativeError(batched, golden), 2e-3)
+        XCTAssertLessThan(Self.relativeError(incremental, golden), 2e-3)
+        XCTAssertGreaterThan(Self.relativeError(incremental, try single.incrementalLogits(try promptIds)), 0)
     }
 
     func testGreedyGenerationReproducesTheReferenceIds() throws {
@@ -110,7 +126,7 @@ final class TextGenerationTests: XCTestCase {
         let plain = try model(bits: 32, input: dir, tag: "plain")
         XCTAssertEqual(plain.config.architecture, "lfm2")
         XCTAssertNil(plain.config.vision)
-        let generator = TextGenerator(model: plain, contextLength: 64, threads: 1)
+        let generator = TextGenerator(model: plain, contextLength: 64, threads: 1, kvCache: .f32)
         XCTAssertLessThan(Self.relativeError(try generator.allLogits(try promptIds), try goldenLogits), 1e-4)
     }
 

@@ -214,18 +214,24 @@ final class VisionTests: XCTestCase {
         let (_, _, model) = try model()
         let ids = try inputIds()
         XCTAssertEqual(ids.count, 26)
-        let session = FireboltVLSession(model: model, contextLength: 64, threads: 1)
-        try session.setImage(grid: model.encodeImage(pixelValues: try pixelValues()))
+        let golden = try Fixtures.npy("logits.npy").floats
+        let grid = model.encodeImage(pixelValues: try pixelValues())
         let vocab = model.config.text.vocabSize
-        var logits = [Float](repeating: 0, count: ids.count * vocab)
-        try logits.withUnsafeMutableBufferPointer { try session.forward(tokens: ids, lastLogits: nil, allLogits: $0.baseAddress!) }
-        check("logits", logits, try Fixtures.npy("logits.npy").floats)
+        // float32 throughout against the float32 reference; then the default f16 KV cache within its rounding bound
+        // (2e-3 of the largest logit, derived in TextGenerationTests.testHalfPrecisionCacheStaysWithinItsRoundingBound).
+        for (kvCache, bound) in [(KVCacheType.f32, Float(1e-4)), (.f16, 2e-3)] {
+            let session = FireboltVLSession(model: model, contextLength: 64, threads: 1, kvCache: kvCache)
+            try session.setImage(grid: grid)
+            var logits = [Float](repeating: 0, count: ids.count * vocab)
+            try logits.withUnsafeMutableBufferPointer { try session.forward(tokens: ids, lastLogits: nil, allLogits: $0.baseAddress!) }
+            check("logits, \(kvCache) cache", logits, golden, relative: bound)
+        }
     }
 
     func testTextOnlyLogitsMatchGolden() throws {
         let (_, _, model) = try model()
         let ids = try inputIds("text_only_input_ids.npy")
-        let session = FireboltVLSession(model: model, contextLength: 64, threads: 1)
+        let session = FireboltVLSession(model: model, contextLength: 64, threads: 1, kvCache: .f32)
         try session.setImage(grid: nil)
         var logits = [Float](repeating: 0, count: ids.count * model.config.text.vocabSize)
         try logits.withUnsafeMutableBufferPointer { try session.forward(tokens: ids, lastLogits: nil, allLogits: $0.baseAddress!) }

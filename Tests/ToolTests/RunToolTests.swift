@@ -51,15 +51,21 @@ final class RunToolTests: XCTestCase {
 
     func testLogitsWithImageMatchReference() throws {
         let out = Self.folder.file("logits.npy")
-        let r = try Tools.run("fbrun", ["logits", "--model", Self.model, "--image", Fixtures.tiny + "/image.png",
-                                        "--prompt-ids", Fixtures.golden + "/input_ids.npy", "-o", out])
-        XCTAssertEqual(r.status, 0, r.stderr)
-        let got = try NumpyArray(contentsOf: out), want = try Fixtures.npy("logits.npy")
-        XCTAssertEqual(got.shape, [26, 512])
-        let g = want.floats
-        let maxDiff = zip(got.floats, g).map { abs($0 - $1) }.max()!
-        // float32 end to end against a float32 reference (observed ~1e-5 of the largest logit).
-        XCTAssertLessThan(maxDiff, 1e-4 * g.map(abs).max()!)
+        let g = try Fixtures.npy("logits.npy").floats
+        // float32 end to end (--kv-cache f32) against a float32 reference (observed ~1e-5 of the largest logit); the
+        // default f16 cache within its rounding bound (2e-3, RuntimeTests' testHalfPrecisionCacheStaysWithinItsRoundingBound).
+        for (cache, bound) in [(["--kv-cache", "f32"], Float(1e-4)), ([], 2e-3)] {
+            let r = try Tools.run("fbrun", ["logits", "--model", Self.model, "--image", Fixtures.tiny + "/image.png",
+                                            "--prompt-ids", Fixtures.golden + "/input_ids.npy", "-o", out] + cache)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let got = try NumpyArray(contentsOf: out)
+            XCTAssertEqual(got.shape, [26, 512])
+            let maxDiff = zip(got.floats, g).map { abs($0 - $1) }.max()!
+            XCTAssertLessThan(maxDiff, bound * g.map(abs).max()!, "\(cache)")
+        }
+        let bad = try Tools.run("fbrun", ["logits", "--model", Self.model, "--prompt-ids", "1,2", "-o", out, "--kv-cache", "f8"])
+        XCTAssertEqual(bad.status, 64, bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("--kv-cache must be one of f16, f32, not 'f8'"), bad.stderr)
     }
 
     func testTokenize() throws {
