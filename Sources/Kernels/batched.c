@@ -173,15 +173,15 @@ void fb__gemm_i8_scalar(const fb_matrix *w, const fb__qact *a, float *y, size_t 
     }
 }
 
-// ---- packed q4 driver (the layout: batched_internal.h) -------------------------------------------------------------
+// ---- packed int8 driver (the layout: batched_internal.h) -----------------------------------------------------------
 
 size_t fb__i8_pack_bytes(size_t rows, size_t cols) {
     const size_t panels = (rows + FB__PK_ROWS - 1) / FB__PK_ROWS, ng = cols / 32;
     return panels * ng * (FB__PK_GROUP_BYTES + FB__PK_ROWS * sizeof(float));
 }
 
-void fb__i8_q4_packed(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1, void *pack,
-                      fb__pk_pack_fn pack_panel, fb__pk_tokens_fn tokens) {
+void fb__i8_packed(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1, void *pack,
+                   fb__pk_pack_fn pack_panel, fb__pk_tokens_fn tokens) {
     const size_t ng = w->cols / 32, panels = (r1 - r0 + FB__PK_ROWS - 1) / FB__PK_ROWS;
     uint8_t *quants = pack;
     float *scales = (float *)(quants + panels * ng * FB__PK_GROUP_BYTES);
@@ -272,14 +272,13 @@ static int route_for(const fb_matrix *w, size_t n) {
     if (sel == SEL_OFF || n < MIN_TOKENS) return ROUTE_MATMUL;
     const int quant = w->type == FB_Q4 || w->type == FB_Q8;
     if (!fb__cpu_has_avx2()) {
-        // AArch64 with the dot product: q4 takes the packed int8 kernel (batched_arm.c); else fb_matmul (float
+        // AArch64 with the dot product: q4 and q8 take the packed int8 kernels (batched_arm.c); else fb_matmul (float
         // for n > 4), or the scalar int8 reference when int8 is asked for.
-        if (w->type == FB_Q4 && fb__cpu_has_dotprod() && (sel == SEL_AUTO || sel == SEL_INT8)) return ROUTE_INT8;
+        if (quant && fb__cpu_has_dotprod() && (sel == SEL_AUTO || sel == SEL_INT8)) return ROUTE_INT8;
         return quant && sel == SEL_INT8 ? ROUTE_INT8 : ROUTE_MATMUL;
     }
-    // q4 takes the packed int8 kernel (2-2.5x the f32 GEMM on Zen 3, AVX2 without VNNI; scripts/bench-gemm.sh).
-    // q8 only when asked for: its kernel turns every group into floats and is slower than the f32 GEMM there.
-    if (quant && (sel == SEL_INT8 || (sel == SEL_AUTO && w->type == FB_Q4))) return ROUTE_INT8;
+    // q4 and q8 take the packed int8 kernels (on Zen 3, AVX2 without VNNI, q4 2-2.5x the f32 GEMM; scripts/bench-gemm.sh).
+    if (quant && (sel == SEL_INT8 || sel == SEL_AUTO)) return ROUTE_INT8;
     return ROUTE_GEMM;
 }
 
@@ -349,8 +348,8 @@ static void int8_chunk(void *p, int c, int chunks) {
     job *j = p;
     (void)chunks;
     const int avx2 = fb__cpu_has_avx2();
-    // The packed q4 kernels (AVX2, dot product) pack each block of rows into this thread's buffer first.
-    void *pack = j->w->type == FB_Q4 && (avx2 || fb__cpu_has_dotprod())
+    // The packed kernels (AVX2, dot product) pack each block of rows into this thread's buffer first.
+    void *pack = avx2 || fb__cpu_has_dotprod()
                      ? slot_buffer(j->ws, c, (fb__i8_pack_bytes(j->block, j->w->cols) + 3) / 4)
                      : NULL;
     size_t b, e;
@@ -362,7 +361,7 @@ static void int8_chunk(void *p, int c, int chunks) {
         }
 #elif defined(__aarch64__)
         if (pack) {
-            fb__gemm_i8_q4_dotprod(j->w, &j->act, j->y, j->ldy, b, e, pack);
+            fb__gemm_i8_dotprod(j->w, &j->act, j->y, j->ldy, b, e, pack);
             continue;
         }
 #endif
@@ -409,7 +408,7 @@ void fb_matmul_pool(fb_pool *pool, fb_workspace *ws, const fb_matrix *w, const f
         }
         j.act = (fb__qact){.xq = ws->xq, .dx = ws->dx, .ex = ws->ex, .n = n, .cols = cols, .ng = ng};
 #if defined(__x86_64__) || defined(_M_X64)
-        if (w->type == FB_Q4 && fb__cpu_has_avx2()) {  // the packed q4 kernel reads the interleaved copy
+        if (fb__cpu_has_avx2()) {  // the packed kernels read the interleaved copy
             const size_t tiles = (n + FB__XI_TOKENS - 1) / FB__XI_TOKENS;
             j.act.xi = ws->xi = grow(ws->xi, &ws->xi_cap, tiles * ng * 256);
         }

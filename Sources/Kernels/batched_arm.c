@@ -1,9 +1,10 @@
-// AArch64 part of the batched products (batched.c): the packed int8 GEMM for q4 weights with the ARMv8.2 dot
-// product (SDOT), used when fb_matmul runs its "neon-dotprod" path. Same scheme, packed layout and driver as the
-// AVX2 kernel in batched_x86.c (the layout: batched_internal.h):
+// AArch64 part of the batched products (batched.c): the packed int8 GEMMs for q4 and q8 weights with the ARMv8.2
+// dot product (SDOT), used when fb_matmul runs its "neon-dotprod" path. Same scheme, packed layout and driver as the
+// AVX2 kernels in batched_x86.c (the layout: batched_internal.h):
 //   micro-kernel: one 16-byte register holds 4 rows x 4 weights; SDOT by lane against 4 activation bytes adds
-//         each row's 4 products into its i32 lane (exact: no i16 stage as on AVX2); per group, to float once:
-//         acc += s_row * (d * dot + ex), ex = -8 * d * sum(q) putting the nibbles' +8 offset back.
+//         each row's 4 products into its i32 lane (exact, signed x signed: no i16 stage or sign trick as on AVX2);
+//         per group, to float once: acc += s_row * (d * dot + ex), where for q4 ex = -8 * d * sum(q) puts the
+//         nibbles' +8 offset back and for q8 ex = 0.
 //   Tile: 4 blocks of 4 rows (16 rows) x 3 tokens = 12 i32 + 12 f32 accumulators of the 32 vector registers.
 #include "batched_internal.h"
 
@@ -19,30 +20,40 @@
 #define PK_TOKENS 3
 
 // Packs rows [r0, r1) (at most PK_ROWS; missing rows get zero weights and scales), all groups.
-static void pack_q4_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
-    const size_t ng = w->cols / 32, row_bytes = w->cols / 2;
+static inline __attribute__((always_inline)) void pack_panel(const int Q8, const fb_matrix *w, size_t r0, size_t r1,
+                                                             uint8_t *panel, float *scales) {
+    const size_t ng = w->cols / 32, row_bytes = Q8 ? w->cols : w->cols / 2;
     const uint8_t *q = w->data;
     for (size_t g = 0; g < ng; g++) {
         uint8_t *pg = panel + g * PK_GROUP_BYTES;
         for (size_t i = 0; i < PK_ROWS; i++) {
             const size_t r = r0 + i;
-            uint8_t nib[32];
-            if (r < r1) {
+            uint8_t bytes[32];  // the group's 32 weights, one byte each
+            if (r < r1 && Q8) {
+                memcpy(bytes, q + r * row_bytes + g * 32, 32);
+            } else if (r < r1) {
                 const uint8x16_t b = vld1q_u8(q + r * row_bytes + g * 16);
-                vst1q_u8(nib, vandq_u8(b, vdupq_n_u8(15)));  // weights 0..15 of the group
-                vst1q_u8(nib + 16, vshrq_n_u8(b, 4));        // weights 16..31
-                scales[g * PK_ROWS + i] = fb_f16_to_f32(w->scales[r * ng + g]);
+                vst1q_u8(bytes, vandq_u8(b, vdupq_n_u8(15)));  // weights 0..15 of the group
+                vst1q_u8(bytes + 16, vshrq_n_u8(b, 4));        // weights 16..31
             } else {
-                memset(nib, 0, sizeof nib);
-                scales[g * PK_ROWS + i] = 0.0f;
+                memset(bytes, 0, sizeof bytes);
             }
-            for (int s = 0; s < 8; s++) memcpy(pg + s * 64 + i * 4, nib + 4 * s, 4);
+            scales[g * PK_ROWS + i] = r < r1 ? fb_f16_to_f32(w->scales[r * ng + g]) : 0.0f;
+            for (int s = 0; s < 8; s++) memcpy(pg + s * 64 + i * 4, bytes + 4 * s, 4);
         }
     }
 }
 
+static void pack_q4_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
+    pack_panel(0, w, r0, r1, panel, scales);
+}
+
+static void pack_q8_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
+    pack_panel(1, w, r0, r1, panel, scales);
+}
+
 // y[t0 + k][0..nr) for k < NT over the 16 rows of a panel.
-DPI void tile(const int NT, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
+DPI void tile(const int Q8, const int NT, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
               float *y, size_t ldy, size_t nr) {
     const int8_t *xq[PK_TOKENS];
     const float *dx[PK_TOKENS], *ex[PK_TOKENS];
@@ -74,7 +85,7 @@ DPI void tile(const int NT, size_t ng, const uint8_t *panel, const float *scales
 #undef STEP
         }
         for (int k = 0; k < NT; k++) {
-            const float32x4_t e = vdupq_n_f32(ex[k][g]);
+            const float32x4_t e = vdupq_n_f32(Q8 ? 0.0f : ex[k][g]);
             const float d = dx[k][g];
             for (int b = 0; b < 4; b++) {
                 const float32x4_t v = vfmaq_n_f32(e, vcvtq_f32_s32(dot[b][k]), d);
@@ -90,21 +101,34 @@ DPI void tile(const int NT, size_t ng, const uint8_t *panel, const float *scales
     }
 }
 
-DP static void panel_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
-                            size_t t1, float *y, size_t ldy, size_t nr) {
+DPI void panel_tokens(const int Q8, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
+                      size_t t0, size_t t1, float *y, size_t ldy, size_t nr) {
     size_t t = t0;
-    for (; t + PK_TOKENS <= t1; t += PK_TOKENS) tile(PK_TOKENS, ng, panel, scales, a, t, y, ldy, nr);
+    for (; t + PK_TOKENS <= t1; t += PK_TOKENS) tile(Q8, PK_TOKENS, ng, panel, scales, a, t, y, ldy, nr);
     switch (t1 - t) {
-    case 2: tile(2, ng, panel, scales, a, t, y, ldy, nr); break;
-    case 1: tile(1, ng, panel, scales, a, t, y, ldy, nr); break;
+    case 2: tile(Q8, 2, ng, panel, scales, a, t, y, ldy, nr); break;
+    case 1: tile(Q8, 1, ng, panel, scales, a, t, y, ldy, nr); break;
     default: break;
     }
 }
 
-// Rows [r0, r1) of a q4 matrix for all a->n tokens; `pack` holds fb__i8_pack_bytes(r1 - r0, cols).
-void fb__gemm_i8_q4_dotprod(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1,
-                            void *pack) {
-    fb__i8_q4_packed(w, a, y, ldy, r0, r1, pack, pack_q4_panel, panel_tokens);
+DP static void q4_panel_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
+                               size_t t1, float *y, size_t ldy, size_t nr) {
+    panel_tokens(0, ng, panel, scales, a, t0, t1, y, ldy, nr);
+}
+
+DP static void q8_panel_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
+                               size_t t1, float *y, size_t ldy, size_t nr) {
+    panel_tokens(1, ng, panel, scales, a, t0, t1, y, ldy, nr);
+}
+
+// Rows [r0, r1) of a q4 or q8 matrix for all a->n tokens; `pack` holds fb__i8_pack_bytes(r1 - r0, cols).
+void fb__gemm_i8_dotprod(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1,
+                         void *pack) {
+    if (w->type == FB_Q4)
+        fb__i8_packed(w, a, y, ldy, r0, r1, pack, pack_q4_panel, q4_panel_tokens);
+    else if (w->type == FB_Q8)
+        fb__i8_packed(w, a, y, ldy, r0, r1, pack, pack_q8_panel, q8_panel_tokens);
 }
 
 #else

@@ -7,7 +7,7 @@
 // Activations for the int8 route, n tokens of `cols` values: xq [n][cols] int8 = round(x / d) with
 // d = max|x| / 127 per group of 32; dx [n][ng] the d's; ex [n][ng] = -8 * d * sum(q) over the group (the q4
 // weights are used as unsigned nibbles 0..15, and this term takes the -8 back out).
-// xi (may be NULL; filled by the AVX2 quantizer for the packed q4 kernel): the same int8 values interleaved per
+// xi (may be NULL; filled by the AVX2 quantizer for the packed kernels): the same int8 values interleaved per
 // tile of FB__XI_TOKENS tokens, so that a micro-tile's broadcasts read one 32-byte run per step instead of one
 // cache line per token: for token t = FB__XI_TOKENS * tile + k, group g, step s (weights 4s..4s+3 of the group),
 // the 4 bytes are at xi[tile * ng * 256 + g * 256 + s * 32 + k * 4].
@@ -39,10 +39,11 @@ typedef struct {
 void fb__quantize_act_scalar(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
 void fb__gemm_i8_scalar(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1);
 
-// The packed q4 int8 GEMM (batched_x86.c for AVX2, batched_arm.c for the dot product): rows are packed FB__PK_ROWS at
-// a time; per group g and step s (0..7), 64 bytes hold weights 4s..4s+3 of the group for the 16 rows as nibbles
-// 0..15 (row-major within each 4-byte lane): panel[g][s][row][4]; after all panels of a block, the rows' f16 scales
-// as f32: scales[panel][g][row]. fb__i8_q4_packed (batched.c) packs rows [r0, r1) into `pack`
+// The packed int8 GEMMs for q4 and q8 (batched_x86.c for AVX2, batched_arm.c for the dot product): rows are packed
+// FB__PK_ROWS at a time; per group g and step s (0..7), 64 bytes hold weights 4s..4s+3 of the group for the 16 rows,
+// one byte each (q4: the nibbles 0..15; q8: the stored int8), row-major within each 4-byte lane: panel[g][s][row][4];
+// after all panels of a block, the rows' f16 scales as f32: scales[panel][g][row]. fb__i8_packed (batched.c) packs
+// rows [r0, r1) into `pack`
 // (fb__i8_pack_bytes(r1 - r0, cols) bytes, 64-byte aligned) with the ISA's `pack_panel`, then walks the tokens
 // FB__PK_STEP at a time, handing each panel to the ISA's `tokens` kernel, which writes y[t][row] for t in [t0, t1)
 // and the panel's nr valid rows.
@@ -53,12 +54,12 @@ typedef void (*fb__pk_pack_fn)(const fb_matrix *w, size_t r0, size_t r1, uint8_t
 typedef void (*fb__pk_tokens_fn)(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
                                  size_t t1, float *y, size_t ldy, size_t nr);
 size_t fb__i8_pack_bytes(size_t rows, size_t cols);
-void fb__i8_q4_packed(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1, void *pack,
-                      fb__pk_pack_fn pack_panel, fb__pk_tokens_fn tokens);
+void fb__i8_packed(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1, void *pack,
+                   fb__pk_pack_fn pack_panel, fb__pk_tokens_fn tokens);
 
 #if defined(__x86_64__) || defined(_M_X64)
 void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
-// q8/q4 weights, rows [r0, r1), all a->n tokens. q4 takes the packed kernel (`pack` as above); q8 does not use it.
+// q4/q8 weights, rows [r0, r1), all a->n tokens; `pack` as above.
 void fb__gemm_i8_avx2(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1, void *pack);
 #endif
 
@@ -71,8 +72,8 @@ void fb__gemm_block_avx2(const fb_source *s, const float *x, size_t ldx, size_t 
 #endif
 
 #if defined(__aarch64__)
-// q4 weights with the dot product (batched_arm.c): rows [r0, r1), all a->n tokens; `pack` as above.
-void fb__gemm_i8_q4_dotprod(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1,
+// q4/q8 weights with the dot product (batched_arm.c): rows [r0, r1), all a->n tokens; `pack` as above.
+void fb__gemm_i8_dotprod(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1,
                             void *pack);
 #endif
 

@@ -1,13 +1,5 @@
-// AVX2 parts of the batched products (batched.c): activation quantization and the int8 GEMMs for q4 and q8
-// weights. Per-function target attributes, chosen at run time.
-//
-// q8 int8 GEMM (the "int8" route on request). Per group of 32 (one weight scale s, one activation scale d), for one
-// row and one token: maddubs(|w|, sign(q, w)) -> 16 x i16 (|pair| <= 2*127*127 < 32767, no saturation); madd with
-// 1s -> 8 x i32; to float; acc += that * (s*d).
-// Register tile: RB rows x NT tokens of 8-lane float accumulators (2 x 6 = 12 of the 16 ymm registers); the weights
-// of a group are loaded once per row and used for NT tokens, the activations loaded once per token and used for RB
-// rows. Rows are taken in chunks (~48 KiB of quants) that stay in L1/L2 while all tokens pass.
-// q4 has its own packed kernel, below.
+// AVX2 parts of the batched products (batched.c): activation quantization and the packed int8 GEMMs for q4 and
+// q8 weights (layout and driver: batched_internal.h, batched.c). Per-function target attributes, chosen at run time.
 #include "batched_internal.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -62,125 +54,52 @@ A2 void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, 
     }
 }
 
-// ---- q8 int8 GEMM -----------------------------------------------------------------------------------------------
-
-// out[i*NT + k] = sum over groups for row r0+i, token t0+k (q8 weights).
-A2I void i8_tile(const int RB, const int NT, const fb_matrix *w, const fb__qact *a, size_t r0, size_t t0, float *out) {
-    const size_t cols = w->cols, ng = cols / 32;
-    const int8_t *wq[2];
-    const uint16_t *ws[2];
-    for (int i = 0; i < RB; i++) {
-        wq[i] = (const int8_t *)w->data + (r0 + i) * cols;
-        ws[i] = w->scales + (r0 + i) * ng;
-    }
-    const int8_t *xq[6];
-    const float *dx[6];
-    for (int k = 0; k < NT; k++) {
-        xq[k] = a->xq + (t0 + k) * cols;
-        dx[k] = a->dx + (t0 + k) * ng;
-    }
-    __m256 acc[2][6];
-    for (int i = 0; i < RB; i++)
-        for (int k = 0; k < NT; k++) acc[i][k] = _mm256_setzero_ps();
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (size_t g = 0; g < ng; g++) {
-        __m256i wv[2], aw[2];
-        __m256 sv[2];
-        for (int i = 0; i < RB; i++) {
-            wv[i] = _mm256_loadu_si256((const __m256i *)(wq[i] + g * 32));
-            aw[i] = _mm256_sign_epi8(wv[i], wv[i]);
-            sv[i] = _mm256_set1_ps(_cvtsh_ss(ws[i][g]));
-        }
-        for (int k = 0; k < NT; k++) {
-            const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq[k] + g * 32));
-            const __m256 d = _mm256_broadcast_ss(dx[k] + g);
-            for (int i = 0; i < RB; i++) {
-                const __m256i p16 = _mm256_maddubs_epi16(aw[i], _mm256_sign_epi8(xv, wv[i]));
-                const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-                acc[i][k] = _mm256_fmadd_ps(p, _mm256_mul_ps(sv[i], d), acc[i][k]);
-            }
-        }
-    }
-    for (int i = 0; i < RB; i++)
-        for (int k = 0; k < NT; k++) out[i * NT + k] = fb__hsum8_ps(acc[i][k]);
-}
-
-#define I8_ROWS(RB, NT)                                                                              \
-    do {                                                                                             \
-        size_t r = rc;                                                                               \
-        float o[16];                                                                                 \
-        for (; r + (RB) <= rce; r += (RB)) {                                                         \
-            i8_tile(RB, NT, w, a, r, t, o);                                                          \
-            for (int i = 0; i < (RB); i++)                                                           \
-                for (int k = 0; k < (NT); k++) y[(t + k) * ldy + r + i] = o[i * (NT) + k];           \
-        }                                                                                            \
-        for (; r < rce; r++) {                                                                       \
-            i8_tile(1, NT, w, a, r, t, o);                                                           \
-            for (int k = 0; k < (NT); k++) y[(t + k) * ldy + r] = o[k];                              \
-        }                                                                                            \
-    } while (0)
-
-A2 static void i8_q8(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1) {
-    const size_t n = a->n;
-    const size_t row_bytes = w->cols;
-    size_t chunk = (48u * 1024u) / row_bytes;
-    chunk = chunk < 4 ? 4 : chunk & ~(size_t)3;
-    for (size_t rc = r0; rc < r1; rc += chunk) {
-        const size_t rce = r1 - rc < chunk ? r1 : rc + chunk;
-        size_t t = 0;
-        for (; t + 6 <= n; t += 6) I8_ROWS(2, 6);
-        switch (n - t) {
-        case 5: I8_ROWS(2, 5); break;
-        case 4: I8_ROWS(2, 4); break;
-        case 3: I8_ROWS(2, 3); break;
-        case 2: I8_ROWS(2, 2); break;
-        case 1: I8_ROWS(2, 1); break;
-        default: break;
-        }
-    }
-}
-
-
-// ---- packed int8 GEMM for q4 weights -------------------------------------------------------------------------
+// ---- packed int8 GEMMs -----------------------------------------------------------------------------------------
 //
-// The kernel above turns every (row, token, group) product into floats: ~5 instructions per 32 multiply-adds,
-// no better than f32 FMAs. This one keeps 8 rows per register instead of 8 partial sums of one row, so the
-// float work is done once per group for 8 rows at a time and the integer work dominates:
+// 8 rows per register (rather than 8 partial sums of one row), so the float work is done once per group for 8 rows
+// at a time and the integer work dominates:
 //
 //   pack (once per block of rows, reused by every token): per group g and step s (0..7), 64 bytes holding
-//   weights 4s..4s+3 of group g for 16 rows, as unsigned nibbles (0..15), row-major within each 4-byte lane:
-//   panel[g][s][row 0..15][4]; the f16 scales of the 16 rows converted to f32: scales[g][16].
-//   micro-kernel, per group: for each step, maddubs(weights of 8 rows, 4 activation bytes broadcast) gives per
+//   weights 4s..4s+3 of group g for 16 rows, row-major within each 4-byte lane: panel[g][s][row 0..15][4]; q4 as
+//   unsigned nibbles (0..15), q8 as the stored signed bytes; the f16 scales of the 16 rows as f32: scales[g][16].
+//   q4 micro-kernel, per group: for each step, maddubs(weights of 8 rows, 4 activation bytes broadcast) gives per
 //   row two i16 sums of two products, added up in i16 over the 8 steps (|sum| <= 8 * 2 * 15 * 127 = 30480,
 //   so no i16 overflow); then one madd with 1s -> the group's integer dot product for 8 rows (i32), one convert,
 //   and acc += s_row * (d * dot + ex) (two FMAs; ex = -8 * d * sum(q) puts the nibbles' +8 offset back).
 //   Per group and 8 rows x 1 token: 8 maddubs + 8 adds + 1 madd + 1 convert + 2 FMAs for 256 multiply-adds.
+//   q8 micro-kernel: VPMADDUBSW needs an unsigned operand, so the sign trick: maddubs(|w|, sign(x, w)) = the w * x
+//   pairs (|pair| <= 2 * 128 * 127 = 32512 < 32767: exact, a stored -128 included, as |x| <= 127); two steps could
+//   overflow i16, so each step goes to i32 at once (madd with 1s) and the group sums in i32; then one convert and
+//   acc += (s_row * d) * dot. Per group and 8 rows x 1 token: 8 x (sign + maddubs + madd + add) + 1 convert + 2
+//   float ops: about twice the q4 kernel's work per multiply-add, still well above the f32 GEMM.
 
 #define PK_ROWS FB__PK_ROWS
 #define PK_GROUP_BYTES FB__PK_GROUP_BYTES
 
-// The 32 weights of group g of a q4 row as bytes 0..15 (unsigned nibbles, in weight order).
-A2I __m256i q4_group(const uint8_t *row, size_t g) {
+// The 32 weights of group g of a row: q4 as bytes 0..15 (unsigned nibbles, in weight order), q8 as stored.
+A2I __m256i group_weights(const int Q8, const uint8_t *row, size_t g) {
+    if (Q8) return _mm256_loadu_si256((const __m256i *)(row + g * 32));
     const __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(row + g * 16)));
     const __m256i sh = _mm256_srlv_epi32(b, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
     return _mm256_and_si256(sh, _mm256_set1_epi8(15));
 }
 
-// Packs rows [r0, r1) (at most PK_ROWS; missing rows get zero weights and scales) of a q4 matrix, all groups.
-A2 static void pack_q4_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
-    const size_t ng = w->cols / 32, row_bytes = w->cols / 2;
+// Packs rows [r0, r1) (at most PK_ROWS; missing rows get zero weights and scales), all groups.
+A2I void pack_panel(const int Q8, const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
+    const size_t ng = w->cols / 32, row_bytes = Q8 ? w->cols : w->cols / 2, group_bytes = Q8 ? 32 : 16;
     const uint8_t *q = w->data;
-    // The next 16 rows, one contiguous run of 16 * row_bytes, fetched a group's share (256 bytes) per group: the
-    // 16 interleaved row streams here leave the hardware prefetchers behind when the weights come from memory.
+    // The next 16 rows, one contiguous run of 16 * row_bytes, fetched a group's share per group: the 16
+    // interleaved row streams here leave the hardware prefetchers behind when the weights come from memory.
     const uint8_t *next = r0 + 2 * PK_ROWS <= w->rows ? q + (r0 + PK_ROWS) * row_bytes : NULL;
     for (size_t g = 0; g < ng; g++) {
         if (next)
-            for (int l = 0; l < 4; l++) _mm_prefetch((const char *)next + g * 256 + l * 64, _MM_HINT_T0);
+            for (size_t l = 0; l < PK_ROWS * group_bytes; l += 64)
+                _mm_prefetch((const char *)next + g * PK_ROWS * group_bytes + l, _MM_HINT_T0);
         for (size_t h = 0; h < PK_ROWS; h += 8) {
             __m256i v[8];
             for (size_t i = 0; i < 8; i++) {
                 const size_t r = r0 + h + i;
-                v[i] = r < r1 ? q4_group(q + r * row_bytes, g) : _mm256_setzero_si256();
+                v[i] = r < r1 ? group_weights(Q8, q + r * row_bytes, g) : _mm256_setzero_si256();
                 scales[g * PK_ROWS + h + i] = r < r1 ? _cvtsh_ss(w->scales[r * ng + g]) : 0.0f;
             }
             fb__transpose8_epi32(v);  // v[s] = weights 4s..4s+3 of the 8 rows
@@ -189,15 +108,24 @@ A2 static void pack_q4_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *
     }
 }
 
+A2 static void pack_q4_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
+    pack_panel(0, w, r0, r1, panel, scales);
+}
+
+A2 static void pack_q8_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
+    pack_panel(1, w, r0, r1, panel, scales);
+}
+
 // y[t0 + k][rows of the panel] for k < NT: RB blocks of 8 rows (offset `h` rows into the panel), nr rows valid.
-A2I void i8_panel_tile(const int RB, const int NT, size_t ng, const uint8_t *panel, const float *scales, size_t h,
-                       const fb__qact *a, size_t t0, float *y, size_t ldy, size_t nr) {
-    // t0 starts a tile of the interleaved activations (tiles are PK_TOKENS = FB__XI_TOKENS tokens from token 0).
-    const int8_t *xi = a->xi + (t0 / FB__XI_TOKENS) * ng * 256;
+// t0 starts a tile of the interleaved activations (FB__XI_TOKENS tokens from token 0); the micro-tile takes its
+// tokens k0 .. k0 + NT - 1.
+A2I void panel_tile(const int Q8, const int RB, const int NT, size_t ng, const uint8_t *panel, const float *scales,
+                    size_t h, const fb__qact *a, size_t t0, size_t k0, float *y, size_t ldy, size_t nr) {
+    const int8_t *xi = a->xi + (t0 / FB__XI_TOKENS) * ng * 256 + k0 * 4;
     const float *dx[6], *ex[6];
     for (int k = 0; k < NT; k++) {
-        dx[k] = a->dx + (t0 + k) * ng;
-        ex[k] = a->ex + (t0 + k) * ng;
+        dx[k] = a->dx + (t0 + k0 + k) * ng;
+        ex[k] = a->ex + (t0 + k0 + k) * ng;
     }
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[2][6];
@@ -205,31 +133,43 @@ A2I void i8_panel_tile(const int RB, const int NT, size_t ng, const uint8_t *pan
         for (int k = 0; k < NT; k++) acc[b][k] = _mm256_setzero_ps();
     for (size_t g = 0; g < ng; g++) {
         const uint8_t *pg = panel + g * PK_GROUP_BYTES + h * 4;
-        __m256i s16[2][6];
+        __m256i sum[2][6];  // q4: i16 pairs over the group; q8: i32
         for (int s = 0; s < 8; s++) {
-            __m256i wv[2];
-            for (int b = 0; b < RB; b++) wv[b] = _mm256_loadu_si256((const __m256i *)(pg + s * 64 + b * 32));
+            __m256i wv[2], aw[2];
+            for (int b = 0; b < RB; b++) {
+                wv[b] = _mm256_loadu_si256((const __m256i *)(pg + s * 64 + b * 32));
+                if (Q8) aw[b] = _mm256_abs_epi8(wv[b]);
+            }
             for (int k = 0; k < NT; k++) {
                 int32_t x4;
                 memcpy(&x4, xi + g * 256 + s * 32 + k * 4, 4);
                 const __m256i xv = _mm256_set1_epi32(x4);
                 for (int b = 0; b < RB; b++) {
-                    const __m256i p = _mm256_maddubs_epi16(wv[b], xv);
-                    s16[b][k] = s == 0 ? p : _mm256_add_epi16(s16[b][k], p);
+                    if (Q8) {
+                        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[b], _mm256_sign_epi8(xv, wv[b])), ones);
+                        sum[b][k] = s == 0 ? p : _mm256_add_epi32(sum[b][k], p);
+                    } else {
+                        const __m256i p = _mm256_maddubs_epi16(wv[b], xv);
+                        sum[b][k] = s == 0 ? p : _mm256_add_epi16(sum[b][k], p);
+                    }
                 }
             }
         }
         for (int k = 0; k < NT; k++) {
-            const __m256 d = _mm256_broadcast_ss(dx[k] + g), e = _mm256_broadcast_ss(ex[k] + g);
+            const __m256 d = _mm256_broadcast_ss(dx[k] + g);
             for (int b = 0; b < RB; b++) {
-                const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[b][k], ones));
                 const __m256 sc = _mm256_loadu_ps(scales + g * PK_ROWS + h + b * 8);
-                acc[b][k] = _mm256_fmadd_ps(_mm256_fmadd_ps(dot, d, e), sc, acc[b][k]);
+                if (Q8) {
+                    acc[b][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[b][k]), _mm256_mul_ps(sc, d), acc[b][k]);
+                } else {
+                    const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(sum[b][k], ones));
+                    acc[b][k] = _mm256_fmadd_ps(_mm256_fmadd_ps(dot, d, _mm256_broadcast_ss(ex[k] + g)), sc, acc[b][k]);
+                }
             }
         }
     }
     for (int k = 0; k < NT; k++) {
-        float *yt = y + (t0 + k) * ldy;
+        float *yt = y + (t0 + k0 + k) * ldy;
         for (int b = 0; b < RB; b++) {
             const size_t base = (size_t)b * 8;
             if (base + 8 <= nr) {
@@ -243,28 +183,45 @@ A2I void i8_panel_tile(const int RB, const int NT, size_t ng, const uint8_t *pan
     }
 }
 
-// Micro-tile: PK_RB blocks of 8 rows x PK_TOKENS tokens = 12 i16 accumulators + 2 weight registers + 1 broadcast
-// of the 16 ymm registers (the 12 float accumulators, touched once per group, live on the stack). Of 2x3, 2x4, 2x5,
-// 2x6, 1x4, 1x5, 1x6, this was fastest on Zen 3.
-#define PK_TOKENS 6
-#define PK_RB 2
-_Static_assert(PK_TOKENS == FB__XI_TOKENS && FB__PK_STEP % PK_TOKENS == 0,
+// Micro-tiles, of the 16 ymm registers. q4: 2 blocks of 8 rows x 6 tokens = 12 i16 accumulators + 2 weight
+// registers + 1 broadcast (the 12 float accumulators, touched once per group, live on the stack); of 2x3, 2x4, 2x5,
+// 2x6, 1x4, 1x5, 1x6, this was fastest on Zen 3. q8: Q8_RB x Q8_NT (the weights and |weights| take 2 registers per
+// block, and the sign and the 1s one each).
+#define PK_TOKENS FB__XI_TOKENS
+#define Q4_RB 2
+#define Q8_RB 1
+#define Q8_NT 6
+_Static_assert(PK_TOKENS == 6 && FB__PK_STEP % PK_TOKENS == 0 && PK_TOKENS % Q8_NT == 0,
                "micro-tiles must start on the interleaved activation tiles");
 
-#define PK_TILE(NT)                                                                                              \
-    for (size_t h = 0; h < PK_ROWS; h += 8 * PK_RB)                                                              \
-        if (h < nr) i8_panel_tile(PK_RB, NT, ng, panel, scales, h, a, t, y + h, ldy, nr - h < 8 * PK_RB ? nr - h : 8 * PK_RB)
+// Rows h .. h + 8 * RB of the panel (those of them below nr), tokens k0 .. k0 + NT of the tile at t.
+#define PK_TILE(Q8, RB, NT, k0)                                                                                         for (size_t h = 0; h < PK_ROWS; h += 8 * (RB))                                                                      if (h < nr)                                                                                                 panel_tile(Q8, RB, NT, ng, panel, scales, h, a, t, k0, y + h, ldy, nr - h < 8 * (RB) ? nr - h : 8 * (RB))
 
-A2 static void i8_panel_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
+A2 static void q4_panel_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
                                size_t t1, float *y, size_t ldy, size_t nr) {
     size_t t = t0;
-    for (; t + PK_TOKENS <= t1; t += PK_TOKENS) PK_TILE(PK_TOKENS);
+    for (; t + PK_TOKENS <= t1; t += PK_TOKENS) PK_TILE(0, Q4_RB, PK_TOKENS, 0);
     switch (t1 - t) {
-    case 5: PK_TILE(5); break;
-    case 4: PK_TILE(4); break;
-    case 3: PK_TILE(3); break;
-    case 2: PK_TILE(2); break;
-    case 1: PK_TILE(1); break;
+    case 5: PK_TILE(0, Q4_RB, 5, 0); break;
+    case 4: PK_TILE(0, Q4_RB, 4, 0); break;
+    case 3: PK_TILE(0, Q4_RB, 3, 0); break;
+    case 2: PK_TILE(0, Q4_RB, 2, 0); break;
+    case 1: PK_TILE(0, Q4_RB, 1, 0); break;
+    default: break;
+    }
+}
+
+A2 static void q8_panel_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
+                               size_t t1, float *y, size_t ldy, size_t nr) {
+    size_t t = t0;
+    for (; t + PK_TOKENS <= t1; t += PK_TOKENS)
+        for (size_t k0 = 0; k0 < PK_TOKENS; k0 += Q8_NT) PK_TILE(1, Q8_RB, Q8_NT, k0);
+    switch (t1 - t) {  // fewer than a tile: from its start
+    case 5: PK_TILE(1, Q8_RB, 5, 0); break;
+    case 4: PK_TILE(1, Q8_RB, 4, 0); break;
+    case 3: PK_TILE(1, Q8_RB, 3, 0); break;
+    case 2: PK_TILE(1, Q8_RB, 2, 0); break;
+    case 1: PK_TILE(1, Q8_RB, 1, 0); break;
     default: break;
     }
 }
@@ -272,9 +229,9 @@ A2 static void i8_panel_tokens(size_t ng, const uint8_t *panel, const float *sca
 void fb__gemm_i8_avx2(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1,
                       void *pack) {
     if (w->type == FB_Q4)
-        fb__i8_q4_packed(w, a, y, ldy, r0, r1, pack, pack_q4_panel, i8_panel_tokens);
+        fb__i8_packed(w, a, y, ldy, r0, r1, pack, pack_q4_panel, q4_panel_tokens);
     else if (w->type == FB_Q8)
-        i8_q8(w, a, y, ldy, r0, r1);
+        fb__i8_packed(w, a, y, ldy, r0, r1, pack, pack_q8_panel, q8_panel_tokens);
 }
 
 #else

@@ -241,12 +241,13 @@ final class BatchedTests: XCTestCase {
         var rng = LCG(seed: 11)
         let original = String(cString: fb_kernels_name())
         defer { XCTAssertEqual(fb_kernels_select(original), 0) }
-        // q4 packs 16-row panels in blocks of 64 rows and walks the tokens 48 at a time in tiles of 6: the shapes
-        // and token counts below leave partial panels and blocks and every tile remainder (1-5).
-        for (type, rows, cols) in [(FB_Q8, 70, 1024), (FB_Q4, 45, 4608), (FB_Q4, 33, 96), (FB_Q4, 150, 256)] {
+        // The packed kernels pack 16-row panels in blocks of 64 rows and walk the tokens 48 at a time in tiles of 6:
+        // the shapes and token counts below leave partial panels and blocks and every tile remainder (1-5).
+        for (type, rows, cols) in [(FB_Q8, 70, 1024), (FB_Q8, 33, 96), (FB_Q8, 150, 256), (FB_Q4, 45, 4608),
+                                   (FB_Q4, 33, 96), (FB_Q4, 150, 256)] {
             let w = Weights(type, rows: rows, cols: cols, rng.normals(rows * cols, scale: 0.05))
             let wd = w.dequantized()
-            for n in (type == FB_Q4 && cols <= 256 ? [8, 9, 10, 11, 19, 53] : [8, 19]) {
+            for n in (cols <= 256 ? [8, 9, 10, 11, 19, 53] : [8, 19]) {
                 let x = rng.normals(n * cols)
                 let (ref, mag) = reference(wd, rows: rows, cols: cols, x, ldx: cols, n: n)
                 XCTAssertEqual(fb_batched_select("int8"), 0)

@@ -195,22 +195,25 @@ static void run_case(const test_case *tc, const char **paths, int npaths) {
     free(scales);
 }
 
-// The batched int8 route for q4 (fb_matmul_pool; on AArch64 with the dot product the packed SDOT kernel): each path
-// against the scalar int8 reference, which does the same integer sums, so they may differ only by float rounding
-// (1e-5 of sum |w x|). Also checks which route "auto" picks: int8 exactly where the path is neon-dotprod or avx2+.
+// The batched int8 route for q4 and q8 (fb_matmul_pool; on AArch64 with the dot product the packed SDOT kernels):
+// each path against the scalar int8 reference, which does the same integer sums, so they may differ only by float
+// rounding (1e-5 of sum |w x|). Also checks which route "auto" picks: int8 exactly where the path is neon-dotprod or
+// avx2+.
 static void check_int8_route(const char **paths, int npaths) {
     const size_t shapes[][2] = {{37, 256}, {150, 1024}};
     const size_t tokens[] = {8, 11, 53};
     fb_pool *pool = fb_pool_create(2);
     fb_workspace *ws = fb_workspace_create();
-    for (size_t si = 0; si < 2; si++) {
-        const size_t rows = shapes[si][0], cols = shapes[si][1];
+    for (size_t si = 0; si < 4; si++) {
+        const fb_dtype type = si < 2 ? FB_Q4 : FB_Q8;
+        const size_t rows = shapes[si % 2][0], cols = shapes[si % 2][1];
         float *w = malloc(rows * cols * sizeof(float)), *wd = malloc(rows * cols * sizeof(float));
-        uint8_t *q = malloc(fb_quant_bytes(FB_Q4, rows, cols));
-        uint16_t *sc = malloc(fb_scale_bytes(FB_Q4, rows, cols));
+        void *q = malloc(fb_quant_bytes(type, rows, cols));
+        uint16_t *sc = malloc(fb_scale_bytes(type, rows, cols));
         for (size_t i = 0; i < rows * cols; i++) w[i] = 0.05f * normal();
-        fb_quantize_q4(w, cols, 0, rows, q, sc);
-        const fb_matrix m = {FB_Q4, rows, cols, q, sc};
+        if (type == FB_Q4) fb_quantize_q4(w, cols, 0, rows, q, sc);
+        else fb_quantize_q8(w, cols, 0, rows, q, sc);
+        const fb_matrix m = {type, rows, cols, q, sc};
         for (size_t r = 0; r < rows; r++) fb_matrix_row(&m, r, wd + r * cols);
         for (size_t ti = 0; ti < 3; ti++) {
             const size_t n = tokens[ti];
@@ -225,7 +228,7 @@ static void check_int8_route(const char **paths, int npaths) {
                 fb_batched_select("auto");
                 const int fast = !strcmp(paths[p], "neon-dotprod") || !strncmp(paths[p], "avx", 3);
                 if ((strcmp(fb_batched_route(&m, n), "int8") == 0) != fast)
-                    FAIL("path %s: auto route for q4 is %s", paths[p], fb_batched_route(&m, n));
+                    FAIL("path %s: auto route for %s is %s", paths[p], type == FB_Q4 ? "q4" : "q8", fb_batched_route(&m, n));
                 fb_batched_select("int8");
                 memset(y, 0, n * rows * sizeof(float));
                 fb_matmul_pool(pool, ws, &m, x, cols, n, y, rows);
@@ -236,8 +239,8 @@ static void check_int8_route(const char **paths, int npaths) {
                         const double e = fabs((double)y[t * rows + r] - ref[t * rows + r]);
                         checks++;
                         if (!(e <= 1e-5 * mag))
-                            FAIL("int8 route, path %s, q4 %zux%zu, n %zu, t %zu, r %zu: %g vs scalar %g", paths[p], rows,
-                                 cols, n, t, r, y[t * rows + r], ref[t * rows + r]);
+                            FAIL("int8 route, path %s, %s %zux%zu, n %zu, t %zu, r %zu: %g vs scalar %g", paths[p],
+                                 type == FB_Q4 ? "q4" : "q8", rows, cols, n, t, r, y[t * rows + r], ref[t * rows + r]);
                     }
             }
             free(x);
