@@ -117,15 +117,14 @@ A2 static void pack_q8_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *
 }
 
 // y[t0 + k][rows of the panel] for k < NT: RB blocks of 8 rows (offset `h` rows into the panel), nr rows valid.
-// t0 starts a tile of the interleaved activations (FB__XI_TOKENS tokens from token 0); the micro-tile takes its
-// tokens k0 .. k0 + NT - 1.
+// t0 starts a tile of the interleaved activations (FB__XI_TOKENS tokens from token 0).
 A2I void panel_tile(const int Q8, const int RB, const int NT, size_t ng, const uint8_t *panel, const float *scales,
-                    size_t h, const fb__qact *a, size_t t0, size_t k0, float *y, size_t ldy, size_t nr) {
-    const int8_t *xi = a->xi + (t0 / FB__XI_TOKENS) * ng * 256 + k0 * 4;
+                    size_t h, const fb__qact *a, size_t t0, float *y, size_t ldy, size_t nr) {
+    const int8_t *xi = a->xi + (t0 / FB__XI_TOKENS) * ng * 256;
     const float *dx[6], *ex[6];
     for (int k = 0; k < NT; k++) {
-        dx[k] = a->dx + (t0 + k0 + k) * ng;
-        ex[k] = a->ex + (t0 + k0 + k) * ng;
+        dx[k] = a->dx + (t0 + k) * ng;
+        ex[k] = a->ex + (t0 + k) * ng;
     }
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[2][6];
@@ -169,7 +168,7 @@ A2I void panel_tile(const int Q8, const int RB, const int NT, size_t ng, const u
         }
     }
     for (int k = 0; k < NT; k++) {
-        float *yt = y + (t0 + k0 + k) * ldy;
+        float *yt = y + (t0 + k) * ldy;
         for (int b = 0; b < RB; b++) {
             const size_t base = (size_t)b * 8;
             if (base + 8 <= nr) {
@@ -185,45 +184,40 @@ A2I void panel_tile(const int Q8, const int RB, const int NT, size_t ng, const u
 
 // Micro-tiles, of the 16 ymm registers. q4: 2 blocks of 8 rows x 6 tokens = 12 i16 accumulators + 2 weight
 // registers + 1 broadcast (the 12 float accumulators, touched once per group, live on the stack); of 2x3, 2x4, 2x5,
-// 2x6, 1x4, 1x5, 1x6, this was fastest on Zen 3. q8: Q8_RB x Q8_NT (the weights and |weights| take 2 registers per
-// block, and the sign and the 1s one each).
+// 2x6, 1x4, 1x5, 1x6, this was fastest on Zen 3. q8: 1 block x 6 tokens = 6 i32 accumulators + the weights, their
+// absolute values, a broadcast, its signed copy and the 1s (2 blocks x 3 tokens measured ~10% slower).
 #define PK_TOKENS FB__XI_TOKENS
 #define Q4_RB 2
 #define Q8_RB 1
-#define Q8_NT 6
-_Static_assert(PK_TOKENS == 6 && FB__PK_STEP % PK_TOKENS == 0 && PK_TOKENS % Q8_NT == 0,
-               "micro-tiles must start on the interleaved activation tiles");
+_Static_assert(PK_TOKENS == 6 && FB__PK_STEP % PK_TOKENS == 0, "micro-tiles must start on the interleaved activation tiles");
 
-// Rows h .. h + 8 * RB of the panel (those of them below nr), tokens k0 .. k0 + NT of the tile at t.
-#define PK_TILE(Q8, RB, NT, k0)                                                                                         for (size_t h = 0; h < PK_ROWS; h += 8 * (RB))                                                                      if (h < nr)                                                                                                 panel_tile(Q8, RB, NT, ng, panel, scales, h, a, t, k0, y + h, ldy, nr - h < 8 * (RB) ? nr - h : 8 * (RB))
+// Rows h .. h + 8 * RB of the panel (those of them below nr), NT tokens from t (which starts a tile).
+#define PK_TILE(Q8, RB, NT)                                                                                         \
+    for (size_t h = 0; h < PK_ROWS; h += 8 * (RB))                                                              \
+        if (h < nr) panel_tile(Q8, RB, NT, ng, panel, scales, h, a, t, y + h, ldy, nr - h < 8 * (RB) ? nr - h : 8 * (RB))
 
-A2 static void q4_panel_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
-                               size_t t1, float *y, size_t ldy, size_t nr) {
+A2I void panel_tokens(const int Q8, const int RB, size_t ng, const uint8_t *panel, const float *scales,
+                      const fb__qact *a, size_t t0, size_t t1, float *y, size_t ldy, size_t nr) {
     size_t t = t0;
-    for (; t + PK_TOKENS <= t1; t += PK_TOKENS) PK_TILE(0, Q4_RB, PK_TOKENS, 0);
+    for (; t + PK_TOKENS <= t1; t += PK_TOKENS) PK_TILE(Q8, RB, PK_TOKENS);
     switch (t1 - t) {
-    case 5: PK_TILE(0, Q4_RB, 5, 0); break;
-    case 4: PK_TILE(0, Q4_RB, 4, 0); break;
-    case 3: PK_TILE(0, Q4_RB, 3, 0); break;
-    case 2: PK_TILE(0, Q4_RB, 2, 0); break;
-    case 1: PK_TILE(0, Q4_RB, 1, 0); break;
+    case 5: PK_TILE(Q8, RB, 5); break;
+    case 4: PK_TILE(Q8, RB, 4); break;
+    case 3: PK_TILE(Q8, RB, 3); break;
+    case 2: PK_TILE(Q8, RB, 2); break;
+    case 1: PK_TILE(Q8, RB, 1); break;
     default: break;
     }
 }
 
+A2 static void q4_panel_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
+                               size_t t1, float *y, size_t ldy, size_t nr) {
+    panel_tokens(0, Q4_RB, ng, panel, scales, a, t0, t1, y, ldy, nr);
+}
+
 A2 static void q8_panel_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
                                size_t t1, float *y, size_t ldy, size_t nr) {
-    size_t t = t0;
-    for (; t + PK_TOKENS <= t1; t += PK_TOKENS)
-        for (size_t k0 = 0; k0 < PK_TOKENS; k0 += Q8_NT) PK_TILE(1, Q8_RB, Q8_NT, k0);
-    switch (t1 - t) {  // fewer than a tile: from its start
-    case 5: PK_TILE(1, Q8_RB, 5, 0); break;
-    case 4: PK_TILE(1, Q8_RB, 4, 0); break;
-    case 3: PK_TILE(1, Q8_RB, 3, 0); break;
-    case 2: PK_TILE(1, Q8_RB, 2, 0); break;
-    case 1: PK_TILE(1, Q8_RB, 1, 0); break;
-    default: break;
-    }
+    panel_tokens(1, Q8_RB, ng, panel, scales, a, t0, t1, y, ldy, nr);
 }
 
 void fb__gemm_i8_avx2(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1,
