@@ -181,13 +181,13 @@ size_t fb__i8_pack_bytes(size_t rows, size_t cols) {
 }
 
 void fb__i8_packed(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1, void *pack,
-                   fb__pk_pack_fn pack_panel, fb__pk_tokens_fn tokens) {
+                   const fb__pk_kernel *kernel) {
     const size_t ng = w->cols / 32, panels = (r1 - r0 + FB__PK_ROWS - 1) / FB__PK_ROWS;
     uint8_t *quants = pack;
     float *scales = (float *)(quants + panels * ng * FB__PK_GROUP_BYTES);
     for (size_t j = 0; j < panels; j++) {
         const size_t rb = r0 + j * FB__PK_ROWS, re = r1 - rb < FB__PK_ROWS ? r1 : rb + FB__PK_ROWS;
-        pack_panel(w, rb, re, quants + j * ng * FB__PK_GROUP_BYTES, scales + j * ng * FB__PK_ROWS);
+        kernel->pack_panel(w, rb, re, quants + j * ng * FB__PK_GROUP_BYTES, scales + j * ng * FB__PK_ROWS);
     }
     // Steps of FB__PK_STEP tokens outermost: each panel (16 rows x cols) serves all the step's tiles while it is in
     // L1/L2, and the step's activations stay in L2 across the block's panels.
@@ -195,7 +195,7 @@ void fb__i8_packed(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, 
         const size_t te = a->n - t < FB__PK_STEP ? a->n : t + FB__PK_STEP;
         for (size_t j = 0; j < panels; j++) {
             const size_t rb = r0 + j * FB__PK_ROWS, nr = r1 - rb < FB__PK_ROWS ? r1 - rb : FB__PK_ROWS;
-            tokens(ng, quants + j * ng * FB__PK_GROUP_BYTES, scales + j * ng * FB__PK_ROWS, a, t, te, y + rb, ldy, nr);
+            kernel->tokens(ng, quants + j * ng * FB__PK_GROUP_BYTES, scales + j * ng * FB__PK_ROWS, a, t, te, y + rb, ldy, nr);
         }
     }
 }
@@ -347,25 +347,19 @@ static void quantize_chunk(void *p, int c, int chunks) {
 static void int8_chunk(void *p, int c, int chunks) {
     job *j = p;
     (void)chunks;
-    const int avx2 = fb__cpu_has_avx2();
-    // The packed kernels (AVX2, dot product) pack each block of rows into this thread's buffer first.
-    void *pack = avx2 || fb__cpu_has_dotprod()
-                     ? slot_buffer(j->ws, c, (fb__i8_pack_bytes(j->block, j->w->cols) + 3) / 4)
-                     : NULL;
+    const int q8 = j->w->type == FB_Q8;
+    const fb__pk_kernel *kernel = NULL;  // the packed kernels (AVX2, dot product); else the scalar reference
+#if defined(__x86_64__) || defined(_M_X64)
+    if (fb__cpu_has_avx2()) kernel = q8 ? &fb__pk_avx2_q8 : &fb__pk_avx2_q4;
+#elif defined(__aarch64__)
+    if (fb__cpu_has_dotprod()) kernel = q8 ? &fb__pk_dotprod_q8 : &fb__pk_dotprod_q4;
+#endif
+    // They pack each block of rows into this thread's buffer first.
+    void *pack = kernel ? slot_buffer(j->ws, c, (fb__i8_pack_bytes(j->block, j->w->cols) + 3) / 4) : NULL;
     size_t b, e;
     while (next_block(j, &b, &e)) {
-#if defined(__x86_64__) || defined(_M_X64)
-        if (avx2) {
-            fb__gemm_i8_avx2(j->w, &j->act, j->y, j->ldy, b, e, pack);
-            continue;
-        }
-#elif defined(__aarch64__)
-        if (pack) {
-            fb__gemm_i8_dotprod(j->w, &j->act, j->y, j->ldy, b, e, pack);
-            continue;
-        }
-#endif
-        fb__gemm_i8_scalar(j->w, &j->act, j->y, j->ldy, b, e);
+        if (kernel) fb__i8_packed(j->w, &j->act, j->y, j->ldy, b, e, pack, kernel);
+        else fb__gemm_i8_scalar(j->w, &j->act, j->y, j->ldy, b, e);
     }
 }
 

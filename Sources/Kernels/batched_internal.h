@@ -43,10 +43,9 @@ void fb__gemm_i8_scalar(const fb_matrix *w, const fb__qact *a, float *y, size_t 
 // FB__PK_ROWS at a time; per group g and step s (0..7), 64 bytes hold weights 4s..4s+3 of the group for the 16 rows,
 // one byte each (q4: the nibbles 0..15; q8: the stored int8), row-major within each 4-byte lane: panel[g][s][row][4];
 // after all panels of a block, the rows' f16 scales as f32: scales[panel][g][row]. fb__i8_packed (batched.c) packs
-// rows [r0, r1) into `pack`
-// (fb__i8_pack_bytes(r1 - r0, cols) bytes, 64-byte aligned) with the ISA's `pack_panel`, then walks the tokens
-// FB__PK_STEP at a time, handing each panel to the ISA's `tokens` kernel, which writes y[t][row] for t in [t0, t1)
-// and the panel's nr valid rows.
+// rows [r0, r1) into `pack` (fb__i8_pack_bytes(r1 - r0, cols) bytes, 64-byte aligned) with the kernel's
+// `pack_panel`, then walks the tokens FB__PK_STEP at a time, handing each panel to its `tokens`, which writes
+// y[t][row] for t in [t0, t1) and the panel's nr valid rows.
 #define FB__PK_ROWS 16
 #define FB__PK_GROUP_BYTES (32 * FB__PK_ROWS)
 #define FB__PK_STEP 48  // tokens that pass over a panel while it is in L1/L2
@@ -54,13 +53,17 @@ typedef void (*fb__pk_pack_fn)(const fb_matrix *w, size_t r0, size_t r1, uint8_t
 typedef void (*fb__pk_tokens_fn)(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
                                  size_t t1, float *y, size_t ldy, size_t nr);
 size_t fb__i8_pack_bytes(size_t rows, size_t cols);
+// An instruction set's pair of packed-kernel functions for one weight type.
+typedef struct {
+    fb__pk_pack_fn pack_panel;
+    fb__pk_tokens_fn tokens;
+} fb__pk_kernel;
 void fb__i8_packed(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1, void *pack,
-                   fb__pk_pack_fn pack_panel, fb__pk_tokens_fn tokens);
+                   const fb__pk_kernel *kernel);
 
 #if defined(__x86_64__) || defined(_M_X64)
 void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
-// q4/q8 weights, rows [r0, r1), all a->n tokens; `pack` as above.
-void fb__gemm_i8_avx2(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1, void *pack);
+extern const fb__pk_kernel fb__pk_avx2_q4, fb__pk_avx2_q8;
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -72,9 +75,8 @@ void fb__gemm_block_avx2(const fb_source *s, const float *x, size_t ldx, size_t 
 #endif
 
 #if defined(__aarch64__)
-// q4/q8 weights with the dot product (batched_arm.c): rows [r0, r1), all a->n tokens; `pack` as above.
-void fb__gemm_i8_dotprod(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1,
-                            void *pack);
+// The dot-product kernels (batched_arm.c).
+extern const fb__pk_kernel fb__pk_dotprod_q4, fb__pk_dotprod_q8;
 #endif
 
 int fb__cpu_has_avx2(void);

@@ -220,13 +220,8 @@ A2 static void q8_panel_tokens(size_t ng, const uint8_t *panel, const float *sca
     panel_tokens(1, Q8_RB, ng, panel, scales, a, t0, t1, y, ldy, nr);
 }
 
-void fb__gemm_i8_avx2(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1,
-                      void *pack) {
-    if (w->type == FB_Q4)
-        fb__i8_packed(w, a, y, ldy, r0, r1, pack, pack_q4_panel, q4_panel_tokens);
-    else if (w->type == FB_Q8)
-        fb__i8_packed(w, a, y, ldy, r0, r1, pack, pack_q8_panel, q8_panel_tokens);
-}
+const fb__pk_kernel fb__pk_avx2_q4 = {pack_q4_panel, q4_panel_tokens};
+const fb__pk_kernel fb__pk_avx2_q8 = {pack_q8_panel, q8_panel_tokens};
 
 #else
 typedef int fb_batched_x86_unused;
