@@ -277,7 +277,8 @@ static int route_for(const fb_matrix *w, size_t n) {
         if (quant && fb__cpu_has_dotprod() && (sel == SEL_AUTO || sel == SEL_INT8)) return ROUTE_INT8;
         return quant && sel == SEL_INT8 ? ROUTE_INT8 : ROUTE_MATMUL;
     }
-    // q4 and q8 take the packed int8 kernels (on Zen 3, AVX2 without VNNI, q4 2-2.5x the f32 GEMM; scripts/bench-gemm.sh).
+    // q4 and q8 take the packed int8 kernels (on Zen 3, AVX2 without VNNI: q4 2-2.5x, q8 ~1.45x the f32 GEMM;
+    // scripts/bench-gemm.sh).
     if (quant && (sel == SEL_INT8 || sel == SEL_AUTO)) return ROUTE_INT8;
     return ROUTE_GEMM;
 }

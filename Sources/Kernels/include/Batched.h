@@ -2,18 +2,18 @@
 //
 // fb_matmul (Kernels.h) is built for one token at a time: it streams the weights once per few tokens. With many
 // tokens the product is a real GEMM and goes one of these ways ("routes"):
-//   "gemm":  (the default with AVX2+FMA for f32/f16/q8) a blocked f32 GEMM (gemm_x86.c): the weights are converted
+//   "gemm":  (the default with AVX2+FMA for f32/f16) a blocked f32 GEMM (gemm_x86.c): the weights are converted
 //            to f32 as they are packed into cache-sized panels, and a 6-token x 16-row register tile is FMA'd over
 //            them. Float throughout: results differ from fb_matmul's only by summation order.
-//   "int8":  (the default with AVX2 for q4; q8 on request) the activations are quantized once per product to int8
-//            per group of 32 (one f32 scale per group, round to nearest, as the decode kernels do), and the integer
-//            products are summed with AVX2 maddubs. q4 weights are packed 16 rows at a time so that one register
-//            holds 8 rows and the float work (scales) is done once per group for 8 rows (batched_x86.c); q8 uses a
-//            simpler kernel that converts every group product to float. Adds the activation rounding to the weight
-//            error: relative RMS error of a product ~5e-3 with Gaussian activations (q4 weights alone: 8e-2).
-//            On Zen 3 (AVX2, no VNNI) q4 runs at 2-2.5x the "gemm" route; q8's kernel is slower than "gemm".
-//   "matmul": fb_matmul, rows split across the pool (fewer than fb_batched_min_tokens() tokens, no AVX2, or
-//            FB_BATCHED=off).
+//   "int8":  (the default for q4 and q8 with AVX2 or the AArch64 dot product) the activations are quantized once
+//            per product to int8 per group of 32 (one f32 scale per group, round to nearest, as the decode kernels
+//            do), and the integer products are summed with AVX2 maddubs / SDOT. The weights are packed 16 rows at a
+//            time so that one register holds 8 rows (4 on AArch64) and the float work (scales) is done once per
+//            group for them (batched_x86.c, batched_arm.c). Adds the activation rounding to the weight error:
+//            relative RMS error of a product ~5e-3 with Gaussian activations (q4 weights alone: 8e-2). On Zen 3
+//            (AVX2, no VNNI) q4 runs at 2-2.5x the "gemm" route and q8 (sign trick) at ~1.45x.
+//   "matmul": fb_matmul, rows split across the pool (fewer than fb_batched_min_tokens() tokens; f32/f16 without
+//            AVX2; q4/q8 without AVX2 or the dot product; or FB_BATCHED=off).
 // FB_BATCHED=gemm|int8|off (or fb_batched_select) picks a route for every product.
 #ifndef FIREBOLT_BATCHED_H
 #define FIREBOLT_BATCHED_H
@@ -41,8 +41,8 @@ void fb_matmul_pool(fb_pool *pool, fb_workspace *ws, const fb_matrix *w, const f
 
 // The route fb_matmul_pool uses for `w` with n tokens: "matmul" (fb_matmul), "gemm" or "int8".
 const char *fb_batched_route(const fb_matrix *w, size_t n);
-// Force a route for all types: "auto" (the default: int8 for q4, gemm for the others), "gemm", "int8" (q8/q4; gemm
-// for the others) or "off";
+// Force a route for all types: "auto" (the default: int8 for q4/q8 where a packed kernel exists, gemm for the
+// others), "gemm", "int8" (q4/q8, the scalar reference where no packed kernel exists; gemm for the others) or "off";
 // returns 0, or -1 for an unknown name. For tests and measurements.
 int fb_batched_select(const char *name);
 // Fewest tokens for which a batched route is used.
