@@ -91,6 +91,8 @@ public final class LFM2Model {
 public enum KVCacheType: String, CaseIterable, Sendable {
     /// IEEE binary16 (rounded to nearest even as written): half the memory and half the bytes decode attention reads
     /// per token, for a relative rounding error of at most 2⁻¹¹ per cached value. The default, as in llama.cpp.
+    /// Its range ends at ±65504: LFM2's keys are RMS-normalised per head and its values are projections of
+    /// RMS-normalised inputs, orders of magnitude below that.
     case f16
     /// float32: the reference's arithmetic (the parity tests against the goldens use it).
     case f32
