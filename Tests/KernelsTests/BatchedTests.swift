@@ -354,7 +354,7 @@ final class BatchedTests: XCTestCase {
             }
             return expected
         }
-        for (groups, hd, n) in [(2, 64, 1), (2, 64, 600), (1, 24, 37), (3, 72, 130), (2, 7, 9), (2, 136, 20)] {
+        for (groups, hd, n) in [(2, 64, 1), (2, 64, 600), (1, 24, 37), (3, 72, 130), (4, 64, 50), (2, 7, 9), (2, 136, 20)] {
             let ld = 3 * hd + 5, scale = 1 / Float(hd).squareRoot()
             let q = rng.normals(groups * hd), keys = rng.normals(n * ld), values = rng.normals(n * ld)
             let keys16 = keys.map { fb_f32_to_f16($0) }, values16 = values.map { fb_f32_to_f16($0) }
