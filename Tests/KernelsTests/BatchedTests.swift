@@ -336,7 +336,8 @@ final class BatchedTests: XCTestCase {
     /// softmax and the norms.
     /// fb_attend (decode attention for the query heads that share one key/value head) and fb_attend_f16 (the same
     /// over a binary16 cache) on the scalar and SIMD paths against a double-precision reference: strided cache rows,
-    /// head sizes with and without a 64-float block tail, one position and many. The f16 reference reads the cache's
+    /// one to four query heads (the SIMD path takes them in pairs), head sizes that leave every 8-float tail of its
+    /// 32-float value blocks (and one not a multiple of 8: the portable path), one position and many. The f16 reference reads the cache's
     /// f16 values exactly (widening is exact), so both get the same bound: 1e-5 of the largest |v| (float sums of
     /// ≤ 600 softmax-weighted rows).
     func testAttendMatchesReference() {
@@ -354,7 +355,7 @@ final class BatchedTests: XCTestCase {
             }
             return expected
         }
-        for (groups, hd, n) in [(2, 64, 1), (2, 64, 600), (1, 24, 37), (3, 72, 130), (4, 64, 50), (2, 7, 9), (2, 136, 20)] {
+        for (groups, hd, n) in [(2, 64, 1), (2, 64, 600), (1, 24, 37), (3, 72, 130), (4, 64, 50), (2, 48, 33), (2, 7, 9), (2, 136, 20)] {
             let ld = 3 * hd + 5, scale = 1 / Float(hd).squareRoot()
             let q = rng.normals(groups * hd), keys = rng.normals(n * ld), values = rng.normals(n * ld)
             let keys16 = keys.map { fb_f32_to_f16($0) }, values16 = values.map { fb_f32_to_f16($0) }
