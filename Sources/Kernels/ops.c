@@ -119,19 +119,20 @@ float fb_dot(const float *a, const float *b, size_t n) {
     return s;
 }
 
+// The portable attention reads each cached row once for all `groups` query heads (positions outermost): the cache
+// comes from memory at long contexts, the query heads' vectors stay in L1.
 void fb_attend(const float *q, size_t groups, size_t hd, const float *keys, const float *values, size_t ld, size_t n,
                float scale, float *scores, float *out) {
     if (hd % 8 == 0) SIMD(fb__attend_avx2(q, groups, hd, keys, values, ld, n, scale, scores, out));
-    for (size_t g = 0; g < groups; g++) {
-        float *s = scores + g * n, *o = out + g * hd;
-        for (size_t j = 0; j < n; j++) s[j] = scale * fb_dot(q + g * hd, keys + j * ld, hd);
-        fb_softmax(s, n);
-        for (size_t i = 0; i < hd; i++) o[i] = 0.0f;
-        for (size_t j = 0; j < n; j++) fb_axpy(s[j], values + j * ld, o, hd);
-    }
+    for (size_t j = 0; j < n; j++)
+        for (size_t g = 0; g < groups; g++) scores[g * n + j] = scale * fb_dot(q + g * hd, keys + j * ld, hd);
+    for (size_t g = 0; g < groups; g++) fb_softmax(scores + g * n, n);
+    for (size_t i = 0; i < groups * hd; i++) out[i] = 0.0f;
+    for (size_t j = 0; j < n; j++)
+        for (size_t g = 0; g < groups; g++) fb_axpy(scores[g * n + j], values + j * ld, out + g * hd, hd);
 }
 
-// Portable: each cached row is widened into a small float buffer, then the float path's dot and axpy.
+// The same over binary16 rows: each row is widened once, ATTEND_ROW values at a time, into a float buffer.
 #define ATTEND_ROW 64
 static void widen(const uint16_t *h, float *f, size_t n) {
 #if defined(__aarch64__)
@@ -145,26 +146,24 @@ void fb_attend_f16(const float *q, size_t groups, size_t hd, const uint16_t *key
                    size_t n, float scale, float *scores, float *out) {
     if (hd % 8 == 0) SIMD(fb__attend_f16_avx2(q, groups, hd, keys, values, ld, n, scale, scores, out));
     float row[ATTEND_ROW];
-    for (size_t g = 0; g < groups; g++) {
-        float *s = scores + g * n, *o = out + g * hd;
-        for (size_t j = 0; j < n; j++) {
-            float dot = 0.0f;
-            for (size_t i = 0; i < hd; i += ATTEND_ROW) {
-                const size_t m = hd - i < ATTEND_ROW ? hd - i : ATTEND_ROW;
-                widen(keys + j * ld + i, row, m);
-                dot += fb_dot(q + g * hd + i, row, m);
-            }
-            s[j] = scale * dot;
+    for (size_t i = 0; i < groups * n; i++) scores[i] = 0.0f;
+    for (size_t j = 0; j < n; j++)
+        for (size_t i = 0; i < hd; i += ATTEND_ROW) {
+            const size_t m = hd - i < ATTEND_ROW ? hd - i : ATTEND_ROW;
+            widen(keys + j * ld + i, row, m);
+            for (size_t g = 0; g < groups; g++) scores[g * n + j] += fb_dot(q + g * hd + i, row, m);
         }
-        fb_softmax(s, n);
-        for (size_t i = 0; i < hd; i++) o[i] = 0.0f;
-        for (size_t j = 0; j < n; j++)
-            for (size_t i = 0; i < hd; i += ATTEND_ROW) {
-                const size_t m = hd - i < ATTEND_ROW ? hd - i : ATTEND_ROW;
-                widen(values + j * ld + i, row, m);
-                fb_axpy(s[j], row, o + i, m);
-            }
+    for (size_t g = 0; g < groups; g++) {
+        for (size_t j = 0; j < n; j++) scores[g * n + j] *= scale;
+        fb_softmax(scores + g * n, n);
     }
+    for (size_t i = 0; i < groups * hd; i++) out[i] = 0.0f;
+    for (size_t j = 0; j < n; j++)
+        for (size_t i = 0; i < hd; i += ATTEND_ROW) {
+            const size_t m = hd - i < ATTEND_ROW ? hd - i : ATTEND_ROW;
+            widen(values + j * ld + i, row, m);
+            for (size_t g = 0; g < groups; g++) fb_axpy(scores[g * n + j], row, out + g * hd + i, m);
+        }
 }
 
 void fb_axpy(float a, const float *x, float *y, size_t n) {
