@@ -132,15 +132,9 @@ void fb_attend(const float *q, size_t groups, size_t hd, const float *keys, cons
         for (size_t g = 0; g < groups; g++) fb_axpy(scores[g * n + j], values + j * ld, out + g * hd, hd);
 }
 
-// The same over binary16 rows: each row is widened once, ATTEND_ROW values at a time, into a float buffer.
+// The same over binary16 rows: each row is widened once (exactly: fb_f16_to_f32_array, FCVTL on AArch64),
+// ATTEND_ROW values at a time, into a float buffer.
 #define ATTEND_ROW 64
-static void widen(const uint16_t *h, float *f, size_t n) {
-#if defined(__aarch64__)
-    for (size_t i = 0; i < n; i++) f[i] = (float)((const __fp16 *)h)[i];  // FCVTL: exact, like fb_f16_to_f32
-#else
-    fb_f16_to_f32_array(h, f, n);
-#endif
-}
 
 void fb_attend_f16(const float *q, size_t groups, size_t hd, const uint16_t *keys, const uint16_t *values, size_t ld,
                    size_t n, float scale, float *scores, float *out) {
@@ -150,7 +144,7 @@ void fb_attend_f16(const float *q, size_t groups, size_t hd, const uint16_t *key
     for (size_t j = 0; j < n; j++)
         for (size_t i = 0; i < hd; i += ATTEND_ROW) {
             const size_t m = hd - i < ATTEND_ROW ? hd - i : ATTEND_ROW;
-            widen(keys + j * ld + i, row, m);
+            fb_f16_to_f32_array(keys + j * ld + i, row, m);
             for (size_t g = 0; g < groups; g++) scores[g * n + j] += fb_dot(q + g * hd + i, row, m);
         }
     for (size_t g = 0; g < groups; g++) {
@@ -161,7 +155,7 @@ void fb_attend_f16(const float *q, size_t groups, size_t hd, const uint16_t *key
     for (size_t j = 0; j < n; j++)
         for (size_t i = 0; i < hd; i += ATTEND_ROW) {
             const size_t m = hd - i < ATTEND_ROW ? hd - i : ATTEND_ROW;
-            widen(values + j * ld + i, row, m);
+            fb_f16_to_f32_array(values + j * ld + i, row, m);
             for (size_t g = 0; g < groups; g++) fb_axpy(scores[g * n + j], row, out + g * hd + i, m);
         }
 }

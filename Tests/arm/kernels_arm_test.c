@@ -1,7 +1,9 @@
 // fb_matmul on every kernel path this CPU offers, against the scalar path and a double-precision
-// reference, for every dtype and a range of shapes; and the batched int8 route for q4 against its scalar reference. Written for the AArch64 paths, which are
-// checked under qemu-user by scripts/test-arm.sh (SwiftPM cannot cross-build the package here), but
-// portable: built natively it checks the x86 paths the same way. Not part of any SwiftPM target.
+// reference, for every dtype and a range of shapes; the batched int8 route for q4 and q8 against its scalar
+// reference; fb_attend_f16 against fb_attend; the half-precision array conversions against the scalar ones.
+// Written for the AArch64 paths, which are checked under qemu-user by scripts/test-arm.sh (SwiftPM cannot
+// cross-build the package here), but portable: built natively it checks the x86 paths the same way. Not part of
+// any SwiftPM target.
 //
 //   kernels_arm_test [--label NAME] [--expect-default PATH] [--expect-missing PATH]...
 // Prints one summary line:
@@ -289,6 +291,37 @@ static void check_attend_f16(void) {
     }
 }
 
+// The array conversions (NEON on AArch64, F16C on x86) against the scalar definitions, bit for bit: every half, and
+// floats of random bit patterns (NaNs, infinities, subnormals, and values rounding to them included).
+static void check_half_arrays(void) {
+    enum { N = 65536 };
+    uint16_t *h = malloc(N * 2), *h2 = malloc(N * 2);
+    float *f = malloc(N * sizeof(float));
+    for (size_t i = 0; i < N; i++) h[i] = (uint16_t)i;
+    fb_f16_to_f32_array(h, f, N);
+    for (size_t i = 0; i < N; i++) {
+        const float want = fb_f16_to_f32(h[i]);
+        checks++;
+        uint32_t got_bits, want_bits;
+        memcpy(&got_bits, &f[i], 4);
+        memcpy(&want_bits, &want, 4);
+        if (got_bits != want_bits) FAIL("fb_f16_to_f32_array(0x%04zx) = %08x, scalar %08x", i, got_bits, want_bits);
+    }
+    for (size_t i = 0; i < N; i++) {
+        uint32_t bits = (uint32_t)(uniform() * 4294967296.0);
+        if (i % 4 == 1) bits = (bits & 0x8000ffffu) | ((uint32_t)(102 + i % 40) << 23);  // near the half range's ends
+        memcpy(&f[i], &bits, 4);
+    }
+    fb_f32_to_f16_array(f, h2, N);
+    for (size_t i = 0; i < N; i++) {
+        checks++;
+        uint32_t bits;
+        memcpy(&bits, &f[i], 4);
+        if (h2[i] != fb_f32_to_f16(f[i])) FAIL("fb_f32_to_f16_array(%08x) = %04x, scalar %04x", bits, h2[i], fb_f32_to_f16(f[i]));
+    }
+    free(h), free(h2), free(f);
+}
+
 int main(int argc, char **argv) {
     const char *label = "native", *expect_default = NULL;
     const char *missing[8];
@@ -331,6 +364,7 @@ int main(int argc, char **argv) {
     check_int8_route(paths, npaths);
     fb_kernels_select(def);
     check_attend_f16();
+    check_half_arrays();
 
     const double rel = int8_ref2 > 0 ? sqrt(int8_err2 / int8_ref2) : 0;
     printf("kernels-test label=%s default=%s paths=%s checks=%d failures=%d worst_float=%.3f "
