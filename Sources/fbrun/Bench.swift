@@ -4,7 +4,7 @@ import Runtime
 
 let benchSpec = CommandSpec(
     name: "fbrun bench",
-    usage: "fbrun bench --model M.fbm [--prompt-tokens 512] [--gen-tokens 128] [--image] [--threads N] [--repeat R] [--json]\n" +
+    usage: "fbrun bench --model M.fbm [--prompt-tokens 512] [--gen-tokens 128] [--image] [--threads N] [--repeat R] [--kv-cache T] [--json]\n" +
         "                   [--label NAME (--compare FILE | --update FILE)]",
     summary: "Measures load time, vision tower and CMM time, prefill and decode speed, time to first token and peak memory\n" +
         "(medians over the repeats, after a warm-up), with this machine's memory bandwidth and compute speed probed in the\n" +
