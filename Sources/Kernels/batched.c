@@ -267,20 +267,28 @@ int fb_batched_select(const char *name) {
     return 0;
 }
 
+// The packed int8 kernel for q4/q8 weights on the selected kernel path (AVX2, or AArch64's dot product), or NULL.
+static const fb__pk_kernel *packed_kernel(const fb_matrix *w) {
+    if (w->type != FB_Q4 && w->type != FB_Q8) return NULL;
+    const int q8 = w->type == FB_Q8;
+#if defined(__x86_64__) || defined(_M_X64)
+    if (fb__cpu_has_avx2()) return q8 ? &fb__pk_avx2_q8 : &fb__pk_avx2_q4;
+#elif defined(__aarch64__)
+    if (fb__cpu_has_dotprod()) return q8 ? &fb__pk_dotprod_q8 : &fb__pk_dotprod_q4;
+#endif
+    (void)q8;
+    return NULL;
+}
+
 static int route_for(const fb_matrix *w, size_t n) {
     const int sel = current_selection();
     if (sel == SEL_OFF || n < MIN_TOKENS) return ROUTE_MATMUL;
     const int quant = w->type == FB_Q4 || w->type == FB_Q8;
-    if (!fb__cpu_has_avx2()) {
-        // AArch64 with the dot product: q4 and q8 take the packed int8 kernels (batched_arm.c); else fb_matmul (float
-        // for n > 4), or the scalar int8 reference when int8 is asked for.
-        if (quant && fb__cpu_has_dotprod() && (sel == SEL_AUTO || sel == SEL_INT8)) return ROUTE_INT8;
-        return quant && sel == SEL_INT8 ? ROUTE_INT8 : ROUTE_MATMUL;
-    }
-    // q4 and q8 take the packed int8 kernels (on Zen 3, AVX2 without VNNI: q4 2-2.5x, q8 ~1.45x the f32 GEMM;
-    // scripts/bench-gemm.sh).
-    if (quant && (sel == SEL_INT8 || sel == SEL_AUTO)) return ROUTE_INT8;
-    return ROUTE_GEMM;
+    // q4 and q8 take a packed int8 kernel where there is one (on Zen 3, AVX2 without VNNI: q4 2-2.5x, q8 ~1.45x the
+    // f32 GEMM; scripts/bench-gemm.sh); int8 asked for without one runs the scalar int8 reference.
+    if (quant && (sel == SEL_INT8 || (sel == SEL_AUTO && packed_kernel(w)))) return ROUTE_INT8;
+    // The rest: the f32 GEMM with AVX2, else fb_matmul (float for n > 4).
+    return fb__cpu_has_avx2() ? ROUTE_GEMM : ROUTE_MATMUL;
 }
 
 const char *fb_batched_route(const fb_matrix *w, size_t n) {
@@ -348,14 +356,8 @@ static void quantize_chunk(void *p, int c, int chunks) {
 static void int8_chunk(void *p, int c, int chunks) {
     job *j = p;
     (void)chunks;
-    const int q8 = j->w->type == FB_Q8;
-    const fb__pk_kernel *kernel = NULL;  // the packed kernels (AVX2, dot product); else the scalar reference
-#if defined(__x86_64__) || defined(_M_X64)
-    if (fb__cpu_has_avx2()) kernel = q8 ? &fb__pk_avx2_q8 : &fb__pk_avx2_q4;
-#elif defined(__aarch64__)
-    if (fb__cpu_has_dotprod()) kernel = q8 ? &fb__pk_dotprod_q8 : &fb__pk_dotprod_q4;
-#endif
-    // They pack each block of rows into this thread's buffer first.
+    const fb__pk_kernel *kernel = packed_kernel(j->w);  // NULL: the scalar reference
+    // The packed kernels pack each block of rows into this thread's buffer first.
     void *pack = kernel ? slot_buffer(j->ws, c, (fb__i8_pack_bytes(j->block, j->w->cols) + 3) / 4) : NULL;
     size_t b, e;
     while (next_block(j, &b, &e)) {

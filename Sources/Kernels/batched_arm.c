@@ -53,8 +53,8 @@ static void pack_q8_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *pan
 }
 
 // y[t0 + k][0..nr) for k < NT over the 16 rows of a panel.
-DPI void tile(const int Q8, const int NT, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
-              float *y, size_t ldy, size_t nr) {
+DPI void tile(const int Q8, const int NT, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
+              size_t t0, float *y, size_t ldy, size_t nr) {
     const int8_t *xq[PK_TOKENS];
     const float *dx[PK_TOKENS], *ex[PK_TOKENS];
     for (int k = 0; k < NT; k++) {
