@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project builds against (needs root or sudo). Safe to run again.
 set -euo pipefail
-# gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user: scripts/test-arm.sh (the ARM kernel tests).
+# gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user: scripts/test-arm.sh (the ARM kernel tests);
+# libsimde-dev: scripts/test-x86-emulated.sh (the AVX-VNNI / AVX-512 kernel tests).
 packages=(pkg-config libzstd-dev libpng-dev libturbojpeg0-dev
-    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libsimde-dev)
 if [ "${1:-}" = "--list" ]; then echo "${packages[@]}"; exit 0; fi
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -15,8 +15,12 @@ int fb__cpu_has_avx2(void) {
     static atomic_int has = -1;
     int h = atomic_load_explicit(&has, memory_order_relaxed);
     if (h < 0) {
+#ifdef FB_EMULATE_X86  // SIMDe stands in for every x86 instruction (simd_x86.h)
+        h = 1;
+#else
         __builtin_cpu_init();
         h = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#endif
         atomic_store_explicit(&has, h, memory_order_relaxed);
     }
     // FB_KERNELS=scalar (or a forced scalar path) turns the SIMD batched kernels off too.

@@ -16,13 +16,12 @@
 #include "batched_internal.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
 #include <string.h>
 
 #include "simd_x86.h"
 
-#define A2 __attribute__((target("avx2,fma,f16c")))
-#define A2I static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+#define A2 FB_TARGET("avx2,fma,f16c")
+#define A2I static inline __attribute__((always_inline)) FB_TARGET("avx2,fma,f16c")
 
 #define NR 16  // rows per panel
 #define MR 6   // tokens per micro-tile

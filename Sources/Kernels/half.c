@@ -1,13 +1,13 @@
 // Half-precision (IEEE binary16) and bfloat16 conversions.
 // The scalar routines are the definition; the F16C (x86) and NEON (AArch64) array paths are bit-identical to them
 // (verified exhaustively for f16 -> f32 and on random bit patterns for f32 -> f16: KernelsTests, and
-// Tests/arm/kernels_arm_test.c under qemu).
+// Tests/KernelPaths/kernel_paths_test.c under qemu).
 #include "Kernels.h"
 
 #include <string.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
+#include "simd_x86.h"
 #define FB_X86 1
 #endif
 
@@ -70,7 +70,7 @@ float fb_f16_to_f32(uint16_t h) {
 }
 
 #ifdef FB_X86
-__attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float *src, uint16_t *dst,
+FB_TARGET("avx,f16c") static void f32_to_f16_f16c(const float *src, uint16_t *dst,
                                                                  size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -80,7 +80,7 @@ __attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float *src
     for (; i < n; i++) dst[i] = fb_f32_to_f16(src[i]);
 }
 
-__attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *src, float *dst,
+FB_TARGET("avx,f16c") static void f16_to_f32_f16c(const uint16_t *src, float *dst,
                                                                  size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)

@@ -97,6 +97,9 @@ static atomic_int cpu_flags;  // 0 = not yet detected
 
 static int detect_cpu(void) {
     int f = CPU_INIT;
+#ifdef FB_EMULATE_X86  // SIMDe stands in for every x86 instruction (simd_x86.h)
+    return f | CPU_F16C | CPU_AVX2 | CPU_AVX512 | CPU_AVXVNNI | CPU_AVX512VNNI;
+#endif
 #ifdef FB_X86
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return f;

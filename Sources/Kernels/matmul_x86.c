@@ -11,8 +11,6 @@
 #include "Kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-
 #include "simd_x86.h"
 
 #define MM_ARGS                                                                                       \
@@ -32,8 +30,8 @@ static size_t row_chunk(int type, size_t cols, size_t n, size_t nrows) {
 
 // ======================================= AVX2 ===========================================================
 
-#define A2 __attribute__((target("avx2,fma,f16c")))
-#define A2I static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+#define A2 FB_TARGET("avx2,fma,f16c")
+#define A2I static inline __attribute__((always_inline)) FB_TARGET("avx2,fma,f16c")
 
 // 8 consecutive f32/f16 weights of row r starting at column c.
 A2I __m256 a2_w8(const int type, const fb_matrix *w, size_t r, size_t c) {
@@ -174,8 +172,8 @@ void fb__matmul_avx2(MM_ARGS) {
 
 // ======================================= AVX-512 ========================================================
 
-#define A5 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-#define A5I static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define A5 FB_TARGET("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
+#define A5I static inline __attribute__((always_inline)) FB_TARGET("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
 
 // 16 consecutive f32/f16 weights of row r from column c; lanes outside mask m are zero.
 A5I __m512 a5_w16(const int type, const fb_matrix *w, size_t r, size_t c, __mmask16 m) {

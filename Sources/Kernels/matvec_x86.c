@@ -5,7 +5,6 @@
 #include "kernels_internal.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
 #include <stdlib.h>
 
 #include "simd_x86.h"

@@ -23,8 +23,8 @@
 // Prefetch distance: FB__PFD rounded up to whole tiles of RB rows (so the address is in the same
 // column position of a later tile).
 #define QPF(tile_bytes) ((tile_bytes) * ((FB__PFD + (tile_bytes) - 1) / (tile_bytes)))
-#define QI static inline __attribute__((always_inline, target(QT)))
-#define QF static __attribute__((target(QT)))
+#define QI static inline __attribute__((always_inline)) FB_TARGET(QT)
+#define QF static FB_TARGET(QT)
 
 // Quantizes 32 floats per group (see above). lo = values 0-15 of a group, hi = values 16-31.
 // layout 0 (q8): every group in order, d and c in order.

@@ -4,13 +4,12 @@
 #include "ops_internal.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
 #include <math.h>
 
 #include "simd_x86.h"
 
-#define A2 __attribute__((target("avx2,fma,f16c")))
-#define A2I static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+#define A2 FB_TARGET("avx2,fma,f16c")
+#define A2I static inline __attribute__((always_inline)) FB_TARGET("avx2,fma,f16c")
 
 // e^x for x in float range; x below -87.33 (e^x under the smallest normal, -inf included) gives 0, above 88.37 inf.
 A2I __m256 exp8(__m256 x) {

@@ -24,8 +24,7 @@
 #include <time.h>
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define CPU_RELAX() _mm_pause()
+#define CPU_RELAX() __builtin_ia32_pause()
 #elif defined(__aarch64__)
 #define CPU_RELAX() __asm__ __volatile__("yield" ::: "memory")
 #else

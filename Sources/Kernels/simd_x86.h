@@ -4,10 +4,19 @@
 #ifndef FIREBOLT_SIMD_X86_H
 #define FIREBOLT_SIMD_X86_H
 
+// The intrinsics, and FB_TARGET(isa): the target attribute each kernel function is compiled with (no global -m flags;
+// matmul.c picks a kernel set at run time). FB_EMULATE_X86 is the emulated kernel test's build
+// (scripts/test-x86-emulated.sh): portable definitions of the intrinsics stand in for the instructions, so the kernel
+// sets this machine kind lacks (AVX-VNNI, AVX-512, AVX-512 VNNI) are checked on any x86-64.
+#ifdef FB_EMULATE_X86
+#include "x86_emulated.h"
+#else
 #include <immintrin.h>
+#define FB_TARGET(isa) __attribute__((target(isa)))
+#endif
 
 // v[0] + ... + v[7] (pairwise: (0+4)+(2+6) + (1+5)+(3+7)).
-static inline __attribute__((always_inline, target("avx"))) float fb__hsum8_ps(__m256 v) {
+static inline __attribute__((always_inline)) FB_TARGET("avx") float fb__hsum8_ps(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -15,7 +24,7 @@ static inline __attribute__((always_inline, target("avx"))) float fb__hsum8_ps(_
 }
 
 // max(v[0..7]) with MAXPS's NaN rule at each step (the second operand when either is NaN).
-static inline __attribute__((always_inline, target("avx"))) float fb__hmax8_ps(__m256 v) {
+static inline __attribute__((always_inline)) FB_TARGET("avx") float fb__hmax8_ps(__m256 v) {
     __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     h = _mm_max_ps(h, _mm_movehl_ps(h, h));
     h = _mm_max_ss(h, _mm_movehdup_ps(h));
@@ -23,7 +32,7 @@ static inline __attribute__((always_inline, target("avx"))) float fb__hmax8_ps(_
 }
 
 // Rows v[0..7] become columns: afterwards v[j][i] is the old v[i][j].
-static inline __attribute__((always_inline, target("avx2"))) void fb__transpose8_ps(__m256 v[8]) {
+static inline __attribute__((always_inline)) FB_TARGET("avx2") void fb__transpose8_ps(__m256 v[8]) {
     const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
     const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
     const __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
@@ -42,7 +51,7 @@ static inline __attribute__((always_inline, target("avx2"))) void fb__transpose8
     v[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-static inline __attribute__((always_inline, target("avx2"))) void fb__transpose8_epi32(__m256i v[8]) {
+static inline __attribute__((always_inline)) FB_TARGET("avx2") void fb__transpose8_epi32(__m256i v[8]) {
     __m256 f[8];
     for (int i = 0; i < 8; i++) f[i] = _mm256_castsi256_ps(v[i]);
     fb__transpose8_ps(f);

@@ -1,11 +1,12 @@
 // fb_matmul on every kernel path this CPU offers, against the scalar path and a double-precision
 // reference, for every dtype and a range of shapes; the batched int8 route for q4 and q8 against its scalar
 // reference; fb_attend_f16 against fb_attend; the half-precision array conversions against the scalar ones.
-// Written for the AArch64 paths, which are checked under qemu-user by scripts/test-arm.sh (SwiftPM cannot
-// cross-build the package here), but portable: built natively it checks the x86 paths the same way. Not part of
-// any SwiftPM target.
+// Built outside SwiftPM, for the paths this machine kind cannot run natively: cross-compiled for AArch64 and run under
+// qemu-user by scripts/test-arm.sh (NEON, NEON dot product), and built with FB_EMULATE_X86 by
+// scripts/test-x86-emulated.sh (AVX2, AVX-VNNI, AVX-512, AVX-512 VNNI on SIMDe's definitions of the intrinsics:
+// x86_emulated.h). Built natively it checks the CPU's own x86 paths the same way.
 //
-//   kernels_arm_test [--label NAME] [--expect-default PATH] [--expect-missing PATH]...
+//   kernel_paths_test [--label NAME] [--expect-default PATH] [--expect-missing PATH]...
 // Prints one summary line:
 //   kernels-test label=NAME default=PATH paths=scalar,neon,... checks=N failures=F worst_float=R
 //       worst_int8_exact=R worst_int8=R int8_rel_rms=E result=PASS|FAIL   (one line)

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Checks the x86 kernel sets this machine kind's CPUs lack (AVX-VNNI, AVX-512, AVX-512 VNNI) without such a CPU:
+# builds Sources/Kernels/*.c with Tests/KernelPaths/kernel_paths_test.c and FB_EMULATE_X86, so that SIMDe's portable
+# definitions of the intrinsics (Tests/KernelPaths/x86_emulated.h) stand in for the instructions and every x86 path is
+# selectable, then runs it twice:
+#   emulated                 all kernel sets "present": the default must be avx512-vnni, and every path must agree
+#                            with the scalar path and the double-precision references;
+#   emulated-fb-kernels-...  FB_KERNELS=avx2-vnni must override that choice.
+# This checks what the kernels compute (lane arithmetic, tails, packing), not instruction encodings or speed; the
+# native build (swift build) compiles the same code for the real instructions.
+# Exit status: 0 all passed, 1 a check failed, 3 tools missing (the message says what to install).
+# Needs the Debian package libsimde-dev (scripts/setup.sh) and a clang (the Swift toolchain's; FB_X86_CC overrides).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+case "$(uname -m)" in
+x86_64 | amd64) ;;
+*) echo "test-x86-emulated: not an x86-64 machine ($(uname -m)): nothing to check here" >&2; exit 3 ;;
+esac
+missing=()
+cc=${FB_X86_CC:-}
+if [ -z "$cc" ]; then
+    for c in "$(dirname "$(readlink -f "$(command -v swift 2>/dev/null || echo /nonexistent)")")/clang" \
+        /opt/swift/usr/bin/clang "$(command -v clang 2>/dev/null || true)"; do
+        if [ -n "$c" ] && [ -x "$c" ]; then cc=$c; break; fi
+    done
+fi
+[ -n "$cc" ] && [ -x "$cc" ] || missing+=("clang (the Swift toolchain's, or FB_X86_CC)")
+[ -e /usr/include/simde/x86/avx512.h ] || missing+=("libsimde-dev (/usr/include/simde)")
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "test-x86-emulated: missing: ${missing[*]}" >&2
+    echo "test-x86-emulated: install with: sudo apt-get install -y libsimde-dev (or run scripts/setup.sh)" >&2
+    exit 3
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+bin=$tmp/kernel_paths_test
+# SIMDE_NO_NATIVE: SIMDe's own code only (its aliases would clash with the compiler's intrinsic headers); -Wno-psabi:
+# the whole program is built with one ABI for its vector types.
+if ! "$cc" -O2 -std=gnu11 -Wall -Werror -Wno-psabi -DFB_EMULATE_X86 -DSIMDE_NO_NATIVE -I Sources/Kernels/include \
+    -I Tests/KernelPaths Sources/Kernels/*.c Tests/KernelPaths/kernel_paths_test.c -o "$bin" -lm -lpthread \
+    2>"$tmp/cc.log"; then
+    cat "$tmp/cc.log" >&2
+    echo "test-x86-emulated: compilation failed ($cc)" >&2
+    exit 1
+fi
+
+status=0
+run() {  # label, FB_KERNELS value, test arguments...
+    local label=$1 kernels=$2
+    shift 2
+    if ! env -u FB_KERNELS ${kernels:+FB_KERNELS=$kernels} "$bin" --label "$label" "$@"; then
+        echo "test-x86-emulated: $label failed" >&2
+        status=1
+    fi
+}
+run emulated "" --expect-default avx512-vnni
+run emulated-fb-kernels-avx2-vnni avx2-vnni --expect-default avx2-vnni
+exit $status
