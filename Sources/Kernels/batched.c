@@ -271,12 +271,18 @@ int fb_batched_select(const char *name) {
     return 0;
 }
 
-// The packed int8 kernel for q4/q8 weights on the selected kernel path (AVX2, or AArch64's dot product), or NULL.
+// The packed int8 kernel for q4/q8 weights on the selected kernel path (AVX-512 VNNI, AVX-VNNI, else AVX2 (the
+// avx512 path included); AArch64's dot product), or NULL.
 static const fb__pk_kernel *packed_kernel(const fb_matrix *w) {
     if (w->type != FB_Q4 && w->type != FB_Q8) return NULL;
     const int q8 = w->type == FB_Q8;
 #if defined(__x86_64__) || defined(_M_X64)
-    if (fb__cpu_has_avx2()) return q8 ? &fb__pk_avx2_q8 : &fb__pk_avx2_q4;
+    if (fb__cpu_has_avx2()) {
+        const char *path = fb_kernels_name();
+        if (!strcmp(path, "avx512-vnni")) return q8 ? &fb__pk_avx512_vnni_q8 : &fb__pk_avx512_vnni_q4;
+        if (!strcmp(path, "avx2-vnni")) return q8 ? &fb__pk_avx_vnni_q8 : &fb__pk_avx_vnni_q4;
+        return q8 ? &fb__pk_avx2_q8 : &fb__pk_avx2_q4;
+    }
 #elif defined(__aarch64__)
     if (fb__cpu_has_dotprod()) return q8 ? &fb__pk_dotprod_q8 : &fb__pk_dotprod_q4;
 #endif

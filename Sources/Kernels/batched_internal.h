@@ -39,9 +39,9 @@ typedef struct {
 void fb__quantize_act_scalar(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
 void fb__gemm_i8_scalar(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1);
 
-// The packed int8 GEMMs for q4 and q8 (batched_x86.c for AVX2, batched_arm.c for the dot product): rows are packed
+// The packed int8 GEMMs for q4 and q8 (batched_x86.c for AVX2 and VNNI, batched_arm.c for the dot product): rows are packed
 // FB__PK_ROWS at a time; per group g and step s (0..7), 64 bytes hold weights 4s..4s+3 of the group for the 16 rows,
-// one byte each (q4: the nibbles 0..15; q8: the stored int8), row-major within each 4-byte lane: panel[g][s][row][4];
+// one byte each (q4: the nibbles 0..15; q8: the stored int8, or for VNNI that + 128 as unsigned), row-major within each 4-byte lane: panel[g][s][row][4];
 // after all panels of a block, the rows' f16 scales as f32: scales[panel][g][row]. fb__i8_packed (batched.c) packs
 // rows [r0, r1) into `pack` (fb__i8_pack_bytes(r1 - r0, cols) bytes, 64-byte aligned) with the kernel's
 // `pack_panel`, then walks the tokens FB__PK_STEP at a time, handing each panel to its `tokens`, which writes
@@ -63,7 +63,8 @@ void fb__i8_packed(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, 
 
 #if defined(__x86_64__) || defined(_M_X64)
 void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
-extern const fb__pk_kernel fb__pk_avx2_q4, fb__pk_avx2_q8;
+extern const fb__pk_kernel fb__pk_avx2_q4, fb__pk_avx2_q8, fb__pk_avx_vnni_q4, fb__pk_avx_vnni_q8,
+    fb__pk_avx512_vnni_q4, fb__pk_avx512_vnni_q8;
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)

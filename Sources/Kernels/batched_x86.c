@@ -1,5 +1,6 @@
-// AVX2 parts of the batched products (batched.c): activation quantization and the packed int8 GEMMs for q4 and
-// q8 weights (layout and driver: batched_internal.h, batched.c). Per-function target attributes, chosen at run time.
+// x86 parts of the batched products (batched.c): activation quantization (AVX2) and the packed int8 GEMMs for q4 and
+// q8 weights on AVX2, AVX-VNNI and AVX-512 VNNI (layout and driver: batched_internal.h, batched.c). Per-function
+// target attributes, chosen at run time.
 #include "batched_internal.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -71,6 +72,12 @@ A2 void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, 
 //   overflow i16, so each step goes to i32 at once (madd with 1s) and the group sums in i32; then one convert and
 //   acc += (s_row * d) * dot. Per group and 8 rows x 1 token: 8 x (sign + maddubs + madd + add) + 1 convert + 2
 //   float ops: about twice the q4 kernel's work per multiply-add, still well above the f32 GEMM.
+//   With VNNI, VPDPBUSD does a step's multiply, pair sums and i32 accumulation in one instruction, for q4 and q8
+//   alike: the q8 pack stores the weights + 128 (w ^ 0x80, unsigned 0..255), and the group's -128 * d * sum(q)
+//   comes back, like q4's -8 * d * sum(q), through ex (times 16, exact); |dot| <= 32 * 255 * 127 < 2^24, so its
+//   conversion to float is exact too. Per group and 8 rows x 1 token: 8 VPDPBUSD + 1 convert + 2 FMAs. AVX-VNNI
+//   runs the 256-bit micro-kernels below (batched_x86_tile.h); AVX-512 VNNI holds a whole step of a panel (16 rows
+//   x 4 bytes) in one 512-bit register.
 
 #define PK_ROWS FB__PK_ROWS
 #define PK_GROUP_BYTES FB__PK_GROUP_BYTES
@@ -83,8 +90,10 @@ A2I __m256i group_weights(const int Q8, const uint8_t *row, size_t g) {
     return _mm256_and_si256(sh, _mm256_set1_epi8(15));
 }
 
-// Packs rows [r0, r1) (at most PK_ROWS; missing rows get zero weights and scales), all groups.
-A2I void pack_panel(const int Q8, const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
+// Packs rows [r0, r1) (at most PK_ROWS; missing rows get zero weights and scales), all groups. UNSIGNED (q8 only):
+// store the weights + 128, for VPDPBUSD's unsigned operand.
+A2I void pack_panel(const int Q8, const int UNSIGNED, const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel,
+                    float *scales) {
     const size_t ng = w->cols / 32, row_bytes = Q8 ? w->cols : w->cols / 2, group_bytes = Q8 ? 32 : 16;
     const uint8_t *q = w->data;
     // The next 16 rows, one contiguous run of 16 * row_bytes, fetched a group's share per group: the 16
@@ -101,6 +110,8 @@ A2I void pack_panel(const int Q8, const fb_matrix *w, size_t r0, size_t r1, uint
                 v[i] = r < r1 ? group_weights(Q8, q + r * row_bytes, g) : _mm256_setzero_si256();
                 scales[g * PK_ROWS + h + i] = r < r1 ? _cvtsh_ss(w->scales[r * ng + g]) : 0.0f;
             }
+            if (Q8 && UNSIGNED)
+                for (size_t i = 0; i < 8; i++) v[i] = _mm256_xor_si256(v[i], _mm256_set1_epi8((char)0x80));
             fb__transpose8_epi32(v);  // v[s] = weights 4s..4s+3 of the 8 rows
             for (int s = 0; s < 8; s++) _mm256_storeu_si256((__m256i *)(panel + g * PK_GROUP_BYTES + s * 64 + h * 4), v[s]);
         }
@@ -108,119 +119,117 @@ A2I void pack_panel(const int Q8, const fb_matrix *w, size_t r0, size_t r1, uint
 }
 
 A2 static void pack_q4_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
-    pack_panel(0, w, r0, r1, panel, scales);
+    pack_panel(0, 0, w, r0, r1, panel, scales);
 }
 
 A2 static void pack_q8_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
-    pack_panel(1, w, r0, r1, panel, scales);
+    pack_panel(1, 0, w, r0, r1, panel, scales);
 }
 
-// y[t0 + k][rows of the panel] for k < NT: RB blocks of 8 rows (offset `h` rows into the panel), nr rows valid.
-// t0 starts a tile of the interleaved activations (FB__XI_TOKENS tokens from token 0).
-A2I void panel_tile(const int Q8, const int RB, const int NT, size_t ng, const uint8_t *panel, const float *scales,
-                    size_t h, const fb__qact *a, size_t t0, float *y, size_t ldy, size_t nr) {
-    const int8_t *xi = a->xi + (t0 / FB__XI_TOKENS) * ng * 256;
-    const float *dx[6], *ex[6];
-    for (int k = 0; k < NT; k++) {
-        dx[k] = a->dx + (t0 + k) * ng;
-        ex[k] = a->ex + (t0 + k) * ng;
-    }
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[2][6];
-    for (int b = 0; b < RB; b++)
-        for (int k = 0; k < NT; k++) acc[b][k] = _mm256_setzero_ps();
-    for (size_t g = 0; g < ng; g++) {
-        const uint8_t *pg = panel + g * PK_GROUP_BYTES + h * 4;
-        __m256i sum[2][6];  // q4: i16 pairs over the group; q8: i32
-        for (int s = 0; s < 8; s++) {
-            __m256i wv[2], aw[2];
-            for (int b = 0; b < RB; b++) {
-                wv[b] = _mm256_loadu_si256((const __m256i *)(pg + s * 64 + b * 32));
-                if (Q8) aw[b] = _mm256_abs_epi8(wv[b]);
-            }
-            for (int k = 0; k < NT; k++) {
-                int32_t x4;
-                memcpy(&x4, xi + g * 256 + s * 32 + k * 4, 4);
-                const __m256i xv = _mm256_set1_epi32(x4);
-                for (int b = 0; b < RB; b++) {
-                    if (Q8) {
-                        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[b], _mm256_sign_epi8(xv, wv[b])), ones);
-                        sum[b][k] = s == 0 ? p : _mm256_add_epi32(sum[b][k], p);
-                    } else {
-                        const __m256i p = _mm256_maddubs_epi16(wv[b], xv);
-                        sum[b][k] = s == 0 ? p : _mm256_add_epi16(sum[b][k], p);
-                    }
-                }
-            }
-        }
-        for (int k = 0; k < NT; k++) {
-            const __m256 d = _mm256_broadcast_ss(dx[k] + g);
-            for (int b = 0; b < RB; b++) {
-                const __m256 sc = _mm256_loadu_ps(scales + g * PK_ROWS + h + b * 8);
-                if (Q8) {
-                    acc[b][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[b][k]), _mm256_mul_ps(sc, d), acc[b][k]);
-                } else {
-                    const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(sum[b][k], ones));
-                    acc[b][k] = _mm256_fmadd_ps(_mm256_fmadd_ps(dot, d, _mm256_broadcast_ss(ex[k] + g)), sc, acc[b][k]);
-                }
-            }
-        }
-    }
-    for (int k = 0; k < NT; k++) {
-        float *yt = y + (t0 + k) * ldy;
-        for (int b = 0; b < RB; b++) {
-            const size_t base = (size_t)b * 8;
-            if (base + 8 <= nr) {
-                _mm256_storeu_ps(yt + base, acc[b][k]);
-            } else if (base < nr) {
-                float tmp[8];
-                _mm256_storeu_ps(tmp, acc[b][k]);
-                for (size_t i = base; i < nr; i++) yt[i] = tmp[i - base];
-            }
-        }
-    }
+A2 static void pack_q8u_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
+    pack_panel(1, 1, w, r0, r1, panel, scales);
 }
 
 // Micro-tiles, of the 16 ymm registers. q4: 2 blocks of 8 rows x 6 tokens = 12 i16 accumulators + 2 weight
 // registers + 1 broadcast (the 12 float accumulators, touched once per group, live on the stack); of 2x3, 2x4, 2x5,
 // 2x6, 1x4, 1x5, 1x6, this was fastest on Zen 3. q8: 1 block x 6 tokens = 6 i32 accumulators + the weights, their
-// absolute values, a broadcast, its signed copy and the 1s (2 blocks x 3 tokens measured ~10% slower).
+// absolute values, a broadcast, its signed copy and the 1s (2 blocks x 3 tokens measured ~10% slower). AVX-VNNI,
+// q4 and q8: 2 blocks x 6 tokens, 12 i32 accumulators (not tuned: no such CPU here).
 #define PK_TOKENS FB__XI_TOKENS
-#define Q4_RB 2
-#define Q8_RB 1
 _Static_assert(PK_TOKENS == 6 && FB__PK_STEP % PK_TOKENS == 0, "micro-tiles must start on the interleaved activation tiles");
 
-// Rows h .. h + 8 * RB of the panel (those of them below nr), NT tokens from t (which starts a tile).
-#define PK_TILE(Q8, RB, NT)                                                                                         \
-    for (size_t h = 0; h < PK_ROWS; h += 8 * (RB))                                                              \
-        if (h < nr) panel_tile(Q8, RB, NT, ng, panel, scales, h, a, t, y + h, ldy, nr - h < 8 * (RB) ? nr - h : 8 * (RB))
+// AVX2 + FMA + F16C: VPMADDUBSW.
+#define PX(name) a2_##name
+#define PT "avx2,fma,f16c"
+#define PVNNI 0
+#include "batched_x86_tile.h"
 
-A2I void panel_tokens(const int Q8, const int RB, size_t ng, const uint8_t *panel, const float *scales,
-                      const fb__qact *a, size_t t0, size_t t1, float *y, size_t ldy, size_t nr) {
+// AVX-VNNI: VEX-encoded VPDPBUSD on 256-bit vectors.
+#define PX(name) avx_vnni_##name
+#define PT "avx2,fma,f16c,avxvnni"
+#define PVNNI 1
+#define PDPB(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
+#include "batched_x86_tile.h"
+
+// ---- AVX-512 VNNI ------------------------------------------------------------------------------------------------
+
+#define A5V FB_TARGET("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+#define A5VI static inline __attribute__((always_inline)) FB_TARGET("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+
+// y[t0 + k][the panel's nr rows] for k < NT, t0 starting a tile of the interleaved activations. One step of a panel
+// (16 rows x 4 bytes) is one register; even and odd steps go to separate accumulators, so that 12 independent
+// VPDPBUSD chains cover its latency; 12 of the 32 registers accumulate, 6 more hold the float sums.
+A5VI void avx512_vnni_tile(const int Q8, const int NT, size_t ng, const uint8_t *panel, const float *scales,
+                           const fb__qact *a, size_t t0, float *y, size_t ldy, size_t nr) {
+    const int8_t *xi = a->xi + (t0 / FB__XI_TOKENS) * ng * 256;
+    const float ex_mul = Q8 ? 16.0f : 1.0f;  // the weights + 128 (q8) or + 8 (q4): see the method above
+    __m512 acc[6];
+    for (int k = 0; k < NT; k++) acc[k] = _mm512_setzero_ps();
+    for (size_t g = 0; g < ng; g++) {
+        const uint8_t *pg = panel + g * PK_GROUP_BYTES;
+        const int8_t *xg = xi + g * 256;
+        __m512i even[6], odd[6];
+        for (int k = 0; k < NT; k++) even[k] = odd[k] = _mm512_setzero_si512();
+        for (int s = 0; s < 8; s += 2) {
+            const __m512i w0 = _mm512_loadu_si512(pg + s * 64), w1 = _mm512_loadu_si512(pg + s * 64 + 64);
+            for (int k = 0; k < NT; k++) {
+                int32_t x0, x1;
+                memcpy(&x0, xg + s * 32 + k * 4, 4);
+                memcpy(&x1, xg + s * 32 + 32 + k * 4, 4);
+                even[k] = _mm512_dpbusd_epi32(even[k], w0, _mm512_set1_epi32(x0));
+                odd[k] = _mm512_dpbusd_epi32(odd[k], w1, _mm512_set1_epi32(x1));
+            }
+        }
+        const __m512 sc = _mm512_loadu_ps(scales + g * PK_ROWS);
+        for (int k = 0; k < NT; k++) {
+            const size_t i = (t0 + k) * a->ng + g;
+            const __m512 dot = _mm512_cvtepi32_ps(_mm512_add_epi32(even[k], odd[k]));
+            const __m512 e = _mm512_set1_ps(ex_mul * a->ex[i]);
+            acc[k] = _mm512_fmadd_ps(_mm512_fmadd_ps(dot, _mm512_set1_ps(a->dx[i]), e), sc, acc[k]);
+        }
+    }
+    for (int k = 0; k < NT; k++) {
+        float *yt = y + (t0 + k) * ldy;
+        if (nr == PK_ROWS) {
+            _mm512_storeu_ps(yt, acc[k]);
+        } else {
+            float tmp[PK_ROWS];
+            _mm512_storeu_ps(tmp, acc[k]);
+            for (size_t i = 0; i < nr; i++) yt[i] = tmp[i];
+        }
+    }
+}
+
+A5VI void avx512_vnni_tokens(const int Q8, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
+                             size_t t0, size_t t1, float *y, size_t ldy, size_t nr) {
     size_t t = t0;
-    for (; t + PK_TOKENS <= t1; t += PK_TOKENS) PK_TILE(Q8, RB, PK_TOKENS);
+    for (; t + PK_TOKENS <= t1; t += PK_TOKENS) avx512_vnni_tile(Q8, PK_TOKENS, ng, panel, scales, a, t, y, ldy, nr);
     switch (t1 - t) {
-    case 5: PK_TILE(Q8, RB, 5); break;
-    case 4: PK_TILE(Q8, RB, 4); break;
-    case 3: PK_TILE(Q8, RB, 3); break;
-    case 2: PK_TILE(Q8, RB, 2); break;
-    case 1: PK_TILE(Q8, RB, 1); break;
+    case 5: avx512_vnni_tile(Q8, 5, ng, panel, scales, a, t, y, ldy, nr); break;
+    case 4: avx512_vnni_tile(Q8, 4, ng, panel, scales, a, t, y, ldy, nr); break;
+    case 3: avx512_vnni_tile(Q8, 3, ng, panel, scales, a, t, y, ldy, nr); break;
+    case 2: avx512_vnni_tile(Q8, 2, ng, panel, scales, a, t, y, ldy, nr); break;
+    case 1: avx512_vnni_tile(Q8, 1, ng, panel, scales, a, t, y, ldy, nr); break;
     default: break;
     }
 }
 
-A2 static void q4_panel_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
-                               size_t t1, float *y, size_t ldy, size_t nr) {
-    panel_tokens(0, Q4_RB, ng, panel, scales, a, t0, t1, y, ldy, nr);
+A5V static void avx512_vnni_q4_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
+                                      size_t t0, size_t t1, float *y, size_t ldy, size_t nr) {
+    avx512_vnni_tokens(0, ng, panel, scales, a, t0, t1, y, ldy, nr);
 }
 
-A2 static void q8_panel_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
-                               size_t t1, float *y, size_t ldy, size_t nr) {
-    panel_tokens(1, Q8_RB, ng, panel, scales, a, t0, t1, y, ldy, nr);
+A5V static void avx512_vnni_q8_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
+                                      size_t t0, size_t t1, float *y, size_t ldy, size_t nr) {
+    avx512_vnni_tokens(1, ng, panel, scales, a, t0, t1, y, ldy, nr);
 }
 
-const fb__pk_kernel fb__pk_avx2_q4 = {pack_q4_panel, q4_panel_tokens};
-const fb__pk_kernel fb__pk_avx2_q8 = {pack_q8_panel, q8_panel_tokens};
+const fb__pk_kernel fb__pk_avx2_q4 = {pack_q4_panel, a2_q4_tokens};
+const fb__pk_kernel fb__pk_avx2_q8 = {pack_q8_panel, a2_q8_tokens};
+const fb__pk_kernel fb__pk_avx_vnni_q4 = {pack_q4_panel, avx_vnni_q4_tokens};
+const fb__pk_kernel fb__pk_avx_vnni_q8 = {pack_q8u_panel, avx_vnni_q8_tokens};
+const fb__pk_kernel fb__pk_avx512_vnni_q4 = {pack_q4_panel, avx512_vnni_q4_tokens};
+const fb__pk_kernel fb__pk_avx512_vnni_q8 = {pack_q8u_panel, avx512_vnni_q8_tokens};
 
 #else
 typedef int fb_batched_x86_unused;

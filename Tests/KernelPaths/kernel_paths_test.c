@@ -198,7 +198,7 @@ static void run_case(const test_case *tc, const char **paths, int npaths) {
     free(scales);
 }
 
-// The batched int8 route for q4 and q8 (fb_matmul_pool; on AArch64 with the dot product the packed SDOT kernels):
+// The batched int8 route for q4 and q8 (fb_matmul_pool: the packed kernels of the path: SDOT, VPMADDUBSW, VPDPBUSD):
 // each path against the scalar int8 reference, which does the same integer sums, so they may differ only by float
 // rounding (1e-5 of sum |w x|). Also checks which route "auto" picks: int8 exactly where the path is neon-dotprod or
 // avx2+.
