@@ -8,6 +8,12 @@ import XCTest
 /// Converting the tiny Firebolt-VL fixture at every precision, and reading it back with the runtime's reader.
 final class ConversionTests: XCTestCase {
     static let folder = TemporaryFolder("fbconvert")
+
+    // Statics are never deinitialised: remove the folder when the class's tests are done.
+    override class func tearDown() {
+        folder.cleanup()
+        super.tearDown()
+    }
     static var converted: [Int: String] = [:]
 
     /// Converts the fixture once per precision for all tests in this class.

@@ -8,6 +8,12 @@ import XCTest
 /// on the tiny fixture, at every precision.
 final class TextGenerationTests: XCTestCase {
     static let folder = TemporaryFolder("lfm2")
+
+    // Statics are never deinitialised: remove the folder when the class's tests are done.
+    override class func tearDown() {
+        folder.cleanup()
+        super.tearDown()
+    }
     static var models: [String: LoadedModel] = [:]
 
     func model(bits: Int, input: String = Fixtures.tiny, tag: String = "firebolt") throws -> LoadedModel {

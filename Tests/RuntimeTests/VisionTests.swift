@@ -13,6 +13,12 @@ import XCTest
 /// observed errors are around 1e-6 relative (printed by each check), two orders of magnitude below the bound.
 final class VisionTests: XCTestCase {
     static let folder = TemporaryFolder("vision-tests")
+
+    // Statics are never deinitialised: remove the folder when the class's tests are done.
+    override class func tearDown() {
+        folder.cleanup()
+        super.tearDown()
+    }
     static var loaded: (FBMFile, WeightStore, FireboltVLModel)?
 
     /// The fixture converted once at 32 bits, loaded, and the model built from it.

@@ -10,6 +10,12 @@ import XCTest
 final class BrokenInputTests: XCTestCase {
     let folder = TemporaryFolder("broken")
 
+    // XCTest keeps every test case instance until the run ends, so deinit comes too late (or never).
+    override func tearDown() {
+        folder.cleanup()
+        super.tearDown()
+    }
+
     /// A checkpoint folder: the fixture's JSON files beside `weights`, with `config` edits applied.
     func checkpoint(_ name: String, weights: Data, config: ((inout [String: Any]) -> Void)? = nil) throws -> String {
         let dir = folder.file(name)

@@ -7,6 +7,12 @@ import XCTest
 /// fbrun as a user runs it: generation, logits, tokenize, and one clear line for every kind of bad input.
 final class RunToolTests: XCTestCase {
     static let folder = TemporaryFolder("fbrun")
+
+    // Statics are never deinitialised: remove the folder when the class's tests are done.
+    override class func tearDown() {
+        folder.cleanup()
+        super.tearDown()
+    }
     static let model: String = {
         let path = folder.file("tiny-32.fbm")
         var options = ConversionOptions()
