@@ -271,8 +271,8 @@ int fb_batched_select(const char *name) {
     return 0;
 }
 
-// The packed int8 kernel for q4/q8 weights on the selected kernel path (AVX-512 VNNI, AVX-VNNI, else AVX2 (the
-// avx512 path included); AArch64's dot product), or NULL.
+// The packed int8 kernel for q4/q8 weights on the selected kernel path (x86: one per kernel set from AVX2 up;
+// AArch64: the dot product's), or NULL.
 static const fb__pk_kernel *packed_kernel(const fb_matrix *w) {
     if (w->type != FB_Q4 && w->type != FB_Q8) return NULL;
     const int q8 = w->type == FB_Q8;
@@ -280,6 +280,7 @@ static const fb__pk_kernel *packed_kernel(const fb_matrix *w) {
     if (fb__cpu_has_avx2()) {
         const char *path = fb_kernels_name();
         if (!strcmp(path, "avx512-vnni")) return q8 ? &fb__pk_avx512_vnni_q8 : &fb__pk_avx512_vnni_q4;
+        if (!strcmp(path, "avx512")) return q8 ? &fb__pk_avx512_q8 : &fb__pk_avx512_q4;
         if (!strcmp(path, "avx2-vnni")) return q8 ? &fb__pk_avx_vnni_q8 : &fb__pk_avx_vnni_q4;
         return q8 ? &fb__pk_avx2_q8 : &fb__pk_avx2_q4;
     }

@@ -63,8 +63,8 @@ void fb__i8_packed(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, 
 
 #if defined(__x86_64__) || defined(_M_X64)
 void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
-extern const fb__pk_kernel fb__pk_avx2_q4, fb__pk_avx2_q8, fb__pk_avx_vnni_q4, fb__pk_avx_vnni_q8,
-    fb__pk_avx512_vnni_q4, fb__pk_avx512_vnni_q8;
+extern const fb__pk_kernel fb__pk_avx2_q4, fb__pk_avx2_q8, fb__pk_avx_vnni_q4, fb__pk_avx_vnni_q8, fb__pk_avx512_q4,
+    fb__pk_avx512_q8, fb__pk_avx512_vnni_q4, fb__pk_avx512_vnni_q8;
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)

@@ -75,9 +75,9 @@ A2 void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, 
 //   With VNNI, VPDPBUSD does a step's multiply, pair sums and i32 accumulation in one instruction, for q4 and q8
 //   alike: the q8 pack stores the weights + 128 (w ^ 0x80, unsigned 0..255), and the group's -128 * d * sum(q)
 //   comes back, like q4's -8 * d * sum(q), through ex (times 16, exact); |dot| <= 32 * 255 * 127 < 2^24, so its
-//   conversion to float is exact too. Per group and 8 rows x 1 token: 8 VPDPBUSD + 1 convert + 2 FMAs. AVX-VNNI
-//   runs the 256-bit micro-kernels below (batched_x86_tile.h); AVX-512 VNNI holds a whole step of a panel (16 rows
-//   x 4 bytes) in one 512-bit register.
+//   conversion to float is exact too. Per group and 8 rows x 1 token: 8 VPDPBUSD + 1 convert + 2 FMAs.
+//   AVX2 and AVX-VNNI run the 256-bit micro-kernels (batched_x86_tile.h); AVX-512 and AVX-512 VNNI hold a whole step
+//   of a panel (16 rows x 4 bytes) in one 512-bit register (batched_x86_tile512.h).
 
 #define PK_ROWS FB__PK_ROWS
 #define PK_GROUP_BYTES FB__PK_GROUP_BYTES
@@ -151,83 +151,26 @@ _Static_assert(PK_TOKENS == 6 && FB__PK_STEP % PK_TOKENS == 0, "micro-tiles must
 #define PDPB(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
 #include "batched_x86_tile.h"
 
-// ---- AVX-512 VNNI ------------------------------------------------------------------------------------------------
+// ---- AVX-512 --------------------------------------------------------------------------------------------------------
 
-#define A5V FB_TARGET("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
-#define A5VI static inline __attribute__((always_inline)) FB_TARGET("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+// AVX-512 F/BW: VPMADDUBSW on 512-bit vectors (q8 with the sign trick through a mask: there is no EVEX VPSIGNB).
+#define PX(name) avx512_##name
+#define PT "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
+#define PVNNI 0
+#include "batched_x86_tile512.h"
 
-// y[t0 + k][the panel's nr rows] for k < NT, t0 starting a tile of the interleaved activations. One step of a panel
-// (16 rows x 4 bytes) is one register; even and odd steps go to separate accumulators, so that 12 independent
-// VPDPBUSD chains cover its latency; 12 of the 32 registers accumulate, 6 more hold the float sums.
-A5VI void avx512_vnni_tile(const int Q8, const int NT, size_t ng, const uint8_t *panel, const float *scales,
-                           const fb__qact *a, size_t t0, float *y, size_t ldy, size_t nr) {
-    const int8_t *xi = a->xi + (t0 / FB__XI_TOKENS) * ng * 256;
-    const float ex_mul = Q8 ? 16.0f : 1.0f;  // the weights + 128 (q8) or + 8 (q4): see the method above
-    __m512 acc[6];
-    for (int k = 0; k < NT; k++) acc[k] = _mm512_setzero_ps();
-    for (size_t g = 0; g < ng; g++) {
-        const uint8_t *pg = panel + g * PK_GROUP_BYTES;
-        const int8_t *xg = xi + g * 256;
-        __m512i even[6], odd[6];
-        for (int k = 0; k < NT; k++) even[k] = odd[k] = _mm512_setzero_si512();
-        for (int s = 0; s < 8; s += 2) {
-            const __m512i w0 = _mm512_loadu_si512(pg + s * 64), w1 = _mm512_loadu_si512(pg + s * 64 + 64);
-            for (int k = 0; k < NT; k++) {
-                int32_t x0, x1;
-                memcpy(&x0, xg + s * 32 + k * 4, 4);
-                memcpy(&x1, xg + s * 32 + 32 + k * 4, 4);
-                even[k] = _mm512_dpbusd_epi32(even[k], w0, _mm512_set1_epi32(x0));
-                odd[k] = _mm512_dpbusd_epi32(odd[k], w1, _mm512_set1_epi32(x1));
-            }
-        }
-        const __m512 sc = _mm512_loadu_ps(scales + g * PK_ROWS);
-        for (int k = 0; k < NT; k++) {
-            const size_t i = (t0 + k) * a->ng + g;
-            const __m512 dot = _mm512_cvtepi32_ps(_mm512_add_epi32(even[k], odd[k]));
-            const __m512 e = _mm512_set1_ps(ex_mul * a->ex[i]);
-            acc[k] = _mm512_fmadd_ps(_mm512_fmadd_ps(dot, _mm512_set1_ps(a->dx[i]), e), sc, acc[k]);
-        }
-    }
-    for (int k = 0; k < NT; k++) {
-        float *yt = y + (t0 + k) * ldy;
-        if (nr == PK_ROWS) {
-            _mm512_storeu_ps(yt, acc[k]);
-        } else {
-            float tmp[PK_ROWS];
-            _mm512_storeu_ps(tmp, acc[k]);
-            for (size_t i = 0; i < nr; i++) yt[i] = tmp[i];
-        }
-    }
-}
-
-A5VI void avx512_vnni_tokens(const int Q8, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
-                             size_t t0, size_t t1, float *y, size_t ldy, size_t nr) {
-    size_t t = t0;
-    for (; t + PK_TOKENS <= t1; t += PK_TOKENS) avx512_vnni_tile(Q8, PK_TOKENS, ng, panel, scales, a, t, y, ldy, nr);
-    switch (t1 - t) {
-    case 5: avx512_vnni_tile(Q8, 5, ng, panel, scales, a, t, y, ldy, nr); break;
-    case 4: avx512_vnni_tile(Q8, 4, ng, panel, scales, a, t, y, ldy, nr); break;
-    case 3: avx512_vnni_tile(Q8, 3, ng, panel, scales, a, t, y, ldy, nr); break;
-    case 2: avx512_vnni_tile(Q8, 2, ng, panel, scales, a, t, y, ldy, nr); break;
-    case 1: avx512_vnni_tile(Q8, 1, ng, panel, scales, a, t, y, ldy, nr); break;
-    default: break;
-    }
-}
-
-A5V static void avx512_vnni_q4_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
-                                      size_t t0, size_t t1, float *y, size_t ldy, size_t nr) {
-    avx512_vnni_tokens(0, ng, panel, scales, a, t0, t1, y, ldy, nr);
-}
-
-A5V static void avx512_vnni_q8_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
-                                      size_t t0, size_t t1, float *y, size_t ldy, size_t nr) {
-    avx512_vnni_tokens(1, ng, panel, scales, a, t0, t1, y, ldy, nr);
-}
+// AVX-512 VNNI.
+#define PX(name) avx512_vnni_##name
+#define PT "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
+#define PVNNI 1
+#include "batched_x86_tile512.h"
 
 const fb__pk_kernel fb__pk_avx2_q4 = {pack_q4_panel, a2_q4_tokens};
 const fb__pk_kernel fb__pk_avx2_q8 = {pack_q8_panel, a2_q8_tokens};
 const fb__pk_kernel fb__pk_avx_vnni_q4 = {pack_q4_panel, avx_vnni_q4_tokens};
 const fb__pk_kernel fb__pk_avx_vnni_q8 = {pack_q8u_panel, avx_vnni_q8_tokens};
+const fb__pk_kernel fb__pk_avx512_q4 = {pack_q4_panel, avx512_q4_tokens};
+const fb__pk_kernel fb__pk_avx512_q8 = {pack_q8_panel, avx512_q8_tokens};
 const fb__pk_kernel fb__pk_avx512_vnni_q4 = {pack_q4_panel, avx512_vnni_q4_tokens};
 const fb__pk_kernel fb__pk_avx512_vnni_q8 = {pack_q8u_panel, avx512_vnni_q8_tokens};
 

@@ -30,6 +30,7 @@
 #define _mm512_madd_epi16(a, b) simde_mm512_madd_epi16(a, b)
 
 typedef simde__mmask16 __mmask16;
+typedef simde__mmask64 __mmask64;
 typedef int _MM_PERM_ENUM;
 #define _MM_FROUND_NO_EXC SIMDE_MM_FROUND_NO_EXC
 
