@@ -7,7 +7,7 @@ import Glibc
 
 /// An opened .fbm model: prefix and header parsed and validated, no tensor data read yet.
 /// `loadWeights` brings the tensors into memory — zero-copy from an mmap for uncompressed tensors,
-/// decompressed one tensor at a time into final 64-byte-aligned buffers otherwise.
+/// decompressed into final 64-byte-aligned buffers otherwise (on several threads when given a `Parallel`).
 public final class FBMFile {
     public let path: String
     public let prefix: FBMPrefix
@@ -74,8 +74,10 @@ public final class FBMFile {
         }
     }
 
-    /// Loads all tensors. `verify` checks each tensor's checksum as it is brought in.
-    public func loadWeights(verify: Bool = true) throws -> WeightStore {
+    /// Loads all tensors. `verify` checks each tensor's checksum as it is brought in. With `parallel`, compressed and
+    /// copied tensors are read, checked and decompressed on its threads (each in its own contiguous run of tensors,
+    /// of about equal bytes), which also spreads the first touch of the weight memory across them.
+    public func loadWeights(verify: Bool = true, parallel: Parallel? = nil) throws -> WeightStore {
         if header.tensors.allSatisfy({ $0.compression == .none }) && !header.tensors.isEmpty {
             let mapping = try MemoryMapping(fd: fd, length: Int(fileSize), path: path)
             let store = WeightStore(owner: mapping)
@@ -87,32 +89,77 @@ public final class FBMFile {
             return store
         }
         // Tensors read or decompressed from the file all live in one arena (see WeightArena).
-        let arena = try WeightArena(byteCount: header.tensors.reduce(0) { $0 + WeightArena.slot(Int($1.rawBytes)) }, path: path)
-        let store = WeightStore(owner: arena)
-        var scratch = AlignedBuffer(byteCount: 0)
-        var arenaOffset = 0
-        for t in header.tensors {
-            let destination = arena.base + arenaOffset
-            arenaOffset += WeightArena.slot(Int(t.rawBytes))
-            switch t.compression {
-            case .none:
-                try readStored(t, into: destination)
-                if verify { try checkChecksum(t, UnsafeRawPointer(destination)) }
-            case .zstd:
-                scratch.reserve(Int(t.storedBytes))
-                try readStored(t, into: scratch.pointer)
-                if verify { try checkChecksum(t, UnsafeRawPointer(scratch.pointer)) }
-                let produced = ZSTD_decompress(destination, Int(t.rawBytes), scratch.pointer, Int(t.storedBytes))
-                if ZSTD_isError(produced) != 0 {
-                    throw FireboltError("tensor \(t.name): zstd data is corrupt (\(String(cString: ZSTD_getErrorName(produced))))", file: path)
-                }
-                guard produced == Int(t.rawBytes) else {
-                    throw FireboltError("tensor \(t.name): decompressed to \(produced) bytes, expected \(t.rawBytes)", file: path)
-                }
-            }
-            store.add(t, pointer: UnsafeRawPointer(destination))
+        let tensors = header.tensors
+        var offsets: [Int] = []
+        offsets.reserveCapacity(tensors.count + 1)
+        var arenaBytes = 0
+        for t in tensors {
+            offsets.append(arenaBytes)
+            arenaBytes += WeightArena.slot(Int(t.rawBytes))
         }
+        let arena = try WeightArena(byteCount: arenaBytes, path: path)
+        // Runs of tensors of about equal stored bytes, one per thread.
+        let runs = parallel.map { max(1, min($0.threads, tensors.count)) } ?? 1
+        let totalStored = max(1, tensors.reduce(0) { $0 + Int($1.storedBytes) })
+        var bounds = [0]
+        var stored = 0
+        for (i, t) in tensors.enumerated() {
+            stored += Int(t.storedBytes)
+            if bounds.count < runs && stored * runs >= totalStored * bounds.count { bounds.append(i + 1) }
+        }
+        while bounds.count <= runs { bounds.append(tensors.count) }
+        // Each run records its first failure (in its own slot); the earliest run's is the first failing tensor in
+        // file order.
+        let failures = UnsafeMutableBufferPointer<FireboltError?>.allocate(capacity: runs)
+        failures.initialize(repeating: nil)
+        defer {
+            _ = failures.deinitialize()
+            failures.deallocate()
+        }
+        func load(run: Int) {
+            var scratch = AlignedBuffer(byteCount: 0)
+            do {
+                for i in bounds[run]..<bounds[run + 1] {
+                    try bring(tensors[i], into: arena.base + offsets[i], scratch: &scratch, verify: verify)
+                }
+            } catch let error as FireboltError {
+                failures[run] = error
+            } catch {
+                failures[run] = FireboltError("\(error)", file: path)
+            }
+        }
+        if let parallel, runs > 1 {
+            parallel.forEachIndexedChunk(runs, work: Int.max) { _, begin, end in
+                for run in begin..<end { load(run: run) }
+            }
+        } else {
+            load(run: 0)
+        }
+        if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
+        let store = WeightStore(owner: arena)
+        for (i, t) in tensors.enumerated() { store.add(t, pointer: UnsafeRawPointer(arena.base + offsets[i])) }
         return store
+    }
+
+    /// Reads one tensor into `destination` (rawBytes long): as stored, or through `scratch` and zstd.
+    private func bring(_ t: TensorInfo, into destination: UnsafeMutableRawPointer, scratch: inout AlignedBuffer,
+                       verify: Bool) throws {
+        switch t.compression {
+        case .none:
+            try readStored(t, into: destination)
+            if verify { try checkChecksum(t, UnsafeRawPointer(destination)) }
+        case .zstd:
+            scratch.reserve(Int(t.storedBytes))
+            try readStored(t, into: scratch.pointer)
+            if verify { try checkChecksum(t, UnsafeRawPointer(scratch.pointer)) }
+            let produced = ZSTD_decompress(destination, Int(t.rawBytes), scratch.pointer, Int(t.storedBytes))
+            if ZSTD_isError(produced) != 0 {
+                throw FireboltError("tensor \(t.name): zstd data is corrupt (\(String(cString: ZSTD_getErrorName(produced))))", file: path)
+            }
+            guard produced == Int(t.rawBytes) else {
+                throw FireboltError("tensor \(t.name): decompressed to \(produced) bytes, expected \(t.rawBytes)", file: path)
+            }
+        }
     }
 
     private func readStored(_ t: TensorInfo, into pointer: UnsafeMutableRawPointer) throws {

@@ -19,7 +19,7 @@ public final class LoadedModel {
         let start = Date()
         file = try FBMFile(path: path)
         config = file.config
-        let weights = try file.loadWeights(verify: verify)
+        let weights = try file.loadWeights(verify: verify, parallel: Parallel(threads: threads))
         do {
             tokenizer = try Tokenizer(jsonString: file.header.tokenizer)
         } catch {

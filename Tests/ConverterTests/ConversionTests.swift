@@ -153,6 +153,38 @@ final class ConversionTests: XCTestCase {
         }
     }
 
+    /// Loading on several threads (runs of tensors of about equal bytes) brings in the same bytes as one thread, and a
+    /// corrupt file fails the same way: the first corrupt tensor in file order is named, whichever thread found it.
+    func testParallelLoadEqualsSerialAndNamesTheFirstCorruptTensor() throws {
+        let path = try model(bits: 4)
+        let file = try FBMFile(path: path)
+        let serial = try file.loadWeights()
+        for threads in [2, 3] {
+            let loaded = try file.loadWeights(parallel: Parallel(threads: threads))
+            XCTAssertEqual(loaded.names, serial.names)
+            for name in serial.names {
+                let a = try serial.entry(name), b = try loaded.entry(name)
+                XCTAssertEqual(memcmp(a.pointer, b.pointer, Int(a.info.rawBytes)), 0, "\(name), \(threads) threads")
+                XCTAssertEqual(Int(bitPattern: b.pointer) % 64, 0, "\(name) is not 64-byte aligned in memory")
+            }
+        }
+        // Corrupt one tensor in the first half of the file and one in the last: every thread count reports the first.
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        let tensors = file.tensors
+        let early = tensors[tensors.count / 3], late = tensors[tensors.count - 2]
+        for t in [early, late] { bytes[Int(file.prefix.dataOffset + t.offset + t.storedBytes / 2)] ^= 0x20 }
+        let corrupt = Self.folder.file("corrupt-two-tensors.fbm")
+        try bytes.write(to: URL(fileURLWithPath: corrupt))
+        for parallel in [nil, Parallel(threads: 2), Parallel(threads: 3)] {
+            XCTAssertThrowsError(try FBMFile(path: corrupt).loadWeights(parallel: parallel)) { error in
+                let message = "\(error)"
+                XCTAssertTrue(message.contains("tensor \(early.name):"), message)
+                XCTAssertTrue(message.contains("checksum mismatch"), message)
+                XCTAssertTrue(message.contains("corrupt-two-tensors.fbm"), message)
+            }
+        }
+    }
+
     func testConfigAndTokenizerAreCarried() throws {
         let file = try FBMFile(path: model(bits: 8))
         let c = file.config
