@@ -2,6 +2,16 @@
 // firebolt-edge: run Firebolt-VL (and plain LFM2) on small CPUs.
 // No Swift package dependencies: only the toolchain and Debian system libraries (see README).
 import PackageDescription
+import Foundation
+
+// FB_EMULATE_X86=1 in the environment (scripts/test-x86-emulated.sh --runtime, into its own build folder) builds the
+// kernels on SIMDe's portable intrinsics, claiming every x86 instruction set, so that the runtime's parity tests can
+// run on the AVX-VNNI / AVX-512 kernel sets this machine kind lacks (Sources/Kernels/simd_x86.h).
+let emulateX86 = ProcessInfo.processInfo.environment["FB_EMULATE_X86"] != nil
+let kernelSettings: [CSetting] = emulateX86
+    ? [.define("FB_EMULATE_X86"), .define("SIMDE_NO_NATIVE"),
+       .unsafeFlags(["-I", Context.packageDirectory + "/Tests/KernelPaths", "-Wno-psabi", "-O2"])]
+    : [.unsafeFlags(["-O3"], .when(configuration: .debug))]
 
 let package = Package(
     name: "firebolt-edge",
@@ -17,7 +27,7 @@ let package = Package(
 
         // Hand-written C kernels: quantization layouts, matrix products (one token and batched GEMM), element-wise
         // ops, the thread pool, hashing; SIMD chosen at run time.
-        .target(name: "Kernels", cSettings: [.unsafeFlags(["-O3"], .when(configuration: .debug))]),
+        .target(name: "Kernels", cSettings: kernelSettings),
 
         // Small argument parser shared by both tools.
         .target(name: "CommandLineKit"),

@@ -8,6 +8,11 @@
 #   emulated-fb-kernels-...  FB_KERNELS=avx2-vnni must override that choice.
 # This checks what the kernels compute (lane arithmetic, tails, packing), not instruction encodings or speed; the
 # native build (swift build) compiles the same code for the real instructions.
+#
+#   scripts/test-x86-emulated.sh --runtime
+# instead builds the whole package that way (FB_EMULATE_X86=1, see Package.swift; build folder .build-emulated-x86)
+# and runs the runtime's tests (parity with the reference goldens, quantized models, vision) once per kernel set:
+# avx2-vnni, avx512, avx512-vnni. scripts/test.sh runs both modes.
 # Exit status: 0 all passed, 1 a check failed, 3 tools missing (the message says what to install).
 # Needs the Debian package libsimde-dev (scripts/setup.sh) and a clang (the Swift toolchain's; FB_X86_CC overrides).
 set -euo pipefail
@@ -31,6 +36,28 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "test-x86-emulated: missing: ${missing[*]}" >&2
     echo "test-x86-emulated: install with: sudo apt-get install -y libsimde-dev (or run scripts/setup.sh)" >&2
     exit 3
+fi
+
+if [ "${1:-}" = "--runtime" ]; then
+    build=.build-emulated-x86
+    if ! FB_EMULATE_X86=1 swift build --build-tests --build-path "$build" 2>&1 | tail -3; then
+        echo "test-x86-emulated: the emulated build failed" >&2
+        exit 1
+    fi
+    status=0
+    for path in avx2-vnni avx512 avx512-vnni; do
+        log=$(FB_KERNELS=$path swift test --skip-build --build-path "$build" --filter RuntimeTests 2>&1) || true
+        # XCTest's last summary covers every test that ran; require that some ran and none failed.
+        summary=$(printf '%s\n' "$log" | grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" | tail -1)
+        if printf '%s' "$summary" | grep -qE "Executed [1-9][0-9]* tests?, with 0 failures"; then
+            echo "runtime-test kernels=$path:$summary"
+        else
+            printf '%s\n' "$log" | grep -E "error:|failed" | head -20 >&2
+            echo "test-x86-emulated: the runtime tests failed on the emulated $path kernels" >&2
+            status=1
+        fi
+    done
+    exit $status
 fi
 
 tmp=$(mktemp -d)
