@@ -264,6 +264,8 @@ static int current_selection(void) {
     return s;
 }
 
+int fb_batched_check(const char *name) { return parse_selection(name) < 0 ? -1 : 0; }
+
 int fb_batched_select(const char *name) {
     const int s = parse_selection(name);
     if (s < 0) return -1;

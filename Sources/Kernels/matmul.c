@@ -1,6 +1,7 @@
 // fb_matmul: the portable scalar reference and the run-time dispatch between implementations.
 #include "kernels_internal.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +191,32 @@ static int current_set(void) {
 }
 
 const char *fb_kernels_name(void) { return kernel_sets[current_set()].name; }
+
+int fb_kernels_check(const char *name) {
+    if (!name) return -1;
+    for (int i = 0; i < N_SETS; i++)
+        if (strcmp(kernel_sets[i].name, name) == 0) return (cpu() & kernel_sets[i].needs) == kernel_sets[i].needs;
+    return -1;
+}
+
+static char kernel_lists[2][128];  // [all, runnable], written once
+static pthread_once_t kernel_lists_once = PTHREAD_ONCE_INIT;
+
+static void make_kernel_lists(void) {
+    for (int runnable = 0; runnable < 2; runnable++) {
+        char *s = kernel_lists[runnable];
+        for (int i = 0; i < N_SETS; i++)
+            if (!runnable || (cpu() & kernel_sets[i].needs) == kernel_sets[i].needs) {
+                if (s[0]) strcat(s, ",");
+                strcat(s, kernel_sets[i].name);
+            }
+    }
+}
+
+const char *fb_kernels_list(int runnable_only) {
+    pthread_once(&kernel_lists_once, make_kernel_lists);
+    return kernel_lists[runnable_only ? 1 : 0];
+}
 
 int fb_kernels_select(const char *name) {
     if (!name) return -1;

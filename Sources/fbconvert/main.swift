@@ -81,6 +81,9 @@ func runInspect(_ args: [String]) throws {
 }
 
 ToolMain.run(tool: "fbconvert") {
+    if !CommandLine.arguments.contains("--help"), let problem = KernelEnvironment.problem() {
+        throw UsageError(problem, command: "fbconvert")
+    }
     var args = Array(CommandLine.arguments.dropFirst())
     switch args.first {
     case "inspect":

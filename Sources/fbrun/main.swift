@@ -217,6 +217,9 @@ func runInfo(_ args: [String]) throws {
 }
 
 ToolMain.run(tool: "fbrun") {
+    if !CommandLine.arguments.contains("--help"), let problem = KernelEnvironment.problem() {
+        throw UsageError(problem, command: "fbrun")
+    }
     var args = Array(CommandLine.arguments.dropFirst())
     let commands: [String: ([String]) throws -> Void] = ["logits": runLogits, "tokenize": runTokenize, "info": runInfo, "bench": runBench]
     if let first = args.first, let command = commands[first] {

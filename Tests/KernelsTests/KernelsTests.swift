@@ -339,6 +339,13 @@ final class KernelsTests: XCTestCase {
         }
         XCTAssertEqual(available.first, "scalar")
         print("[kernels] matmul paths on this CPU: \(available.joined(separator: ", "))")
+        // What the tools check FB_KERNELS with agrees with what can be selected.
+        XCTAssertEqual(String(cString: fb_kernels_list(1)), available.joined(separator: ","))
+        let built = String(cString: fb_kernels_list(0)).split(separator: ",").map(String.init)
+        XCTAssertEqual(built.first, "scalar")
+        XCTAssertTrue(Set(available).isSubset(of: built))
+        for path in built { XCTAssertEqual(fb_kernels_check(path), available.contains(path) ? 1 : 0, path) }
+        XCTAssertEqual(fb_kernels_check("no-such-path"), -1)
 
         var int8Worst = 0.0, int8Err2 = 0.0, int8Ref2 = 0.0
         for (type, cols) in cases {

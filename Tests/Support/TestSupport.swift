@@ -50,10 +50,17 @@ public enum Tools {
         return candidates[0].appendingPathComponent(name).path
     }
 
-    public static func run(_ name: String, _ arguments: [String], stdin: String? = nil) throws -> ToolResult {
+    /// `environment` adds to (or, with "", clears from) this process's environment.
+    public static func run(_ name: String, _ arguments: [String], stdin: String? = nil,
+                           environment: [String: String] = [:]) throws -> ToolResult {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path(name))
         process.arguments = arguments
+        if !environment.isEmpty {
+            var merged = ProcessInfo.processInfo.environment
+            for (key, value) in environment { merged[key] = value.isEmpty ? nil : value }
+            process.environment = merged
+        }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err

@@ -1,5 +1,6 @@
 import Converter
 import Foundation
+import Kernels
 import Runtime
 import TestSupport
 import XCTest
@@ -107,6 +108,33 @@ final class RunToolTests: XCTestCase {
         try assertFails(["--model", Self.model, "--prompt", "hi", "--temperature", "hot"], status: 64, mentions: ["--temperature"])
         try assertFails(["--prompt", "hi", "--model", Self.model, "--ctx", "16", "--max-tokens", "4"], mentions: ["context"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: Self.folder.file("x.npy")))
+    }
+
+    /// A bad FB_KERNELS or FB_BATCHED is a usage error naming the variable and the choices, for both tools (without
+    /// the check, an unknown or unrunnable kernel set fell back silently to the scalar path, many times slower).
+    func testBadKernelEnvironmentIsAUsageError() throws {
+        let tokenize = ["tokenize", "--model", Self.model, "--text", "What"]
+        func assertRefused(_ tool: String, _ args: [String], _ environment: [String: String], mentions: [String],
+                           line: UInt = #line) throws {
+            let r = try Tools.run(tool, args, environment: environment)
+            XCTAssertEqual(r.status, 64, "\(environment): \(r.stderr)", line: line)
+            for word in mentions { XCTAssertTrue(r.stderr.contains(word), "'\(r.stderr)' lacks '\(word)'", line: line) }
+        }
+        try assertRefused("fbrun", tokenize, ["FB_KERNELS": "avx9000"],
+                          mentions: ["FB_KERNELS=avx9000: no such kernel set", "scalar"])
+        try assertRefused("fbconvert", ["inspect", Self.model], ["FB_KERNELS": "avx9000"], mentions: ["FB_KERNELS=avx9000"])
+        try assertRefused("fbrun", tokenize, ["FB_BATCHED": "fast"], mentions: ["FB_BATCHED=fast", "auto, gemm, int8, off"])
+        // A kernel set of this build that this CPU lacks (on this machine kind: the AVX-512 ones), if there is one.
+        let all = String(cString: fb_kernels_list(0)).split(separator: ","), runs = String(cString: fb_kernels_list(1))
+        if let missing = all.first(where: { fb_kernels_check(String($0)) == 0 }) {
+            try assertRefused("fbrun", tokenize, ["FB_KERNELS": String(missing)],
+                              mentions: ["FB_KERNELS=\(missing): this CPU cannot run", runs.replacingOccurrences(of: ",", with: ", ")])
+        }
+        // Every set the CPU runs is accepted, and so is no FB_KERNELS at all (the CPU's choice).
+        for name in runs.split(separator: ",").map(String.init) + [""] {
+            let r = try Tools.run("fbrun", tokenize, environment: ["FB_KERNELS": name, "FB_BATCHED": "int8"])
+            XCTAssertEqual(r.status, 0, "FB_KERNELS=\(name): \(r.stderr)")
+        }
     }
 
     func testBenchJSONHasTheDocumentedKeys() throws {

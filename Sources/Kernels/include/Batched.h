@@ -7,7 +7,7 @@
 //            them. Float throughout: results differ from fb_matmul's only by summation order.
 //   "int8":  (the default for q4 and q8 with AVX2 or the AArch64 dot product) the activations are quantized once
 //            per product to int8 per group of 32 (one f32 scale per group, round to nearest, as the decode kernels
-//            do), and the integer products are summed with AVX2 maddubs / SDOT. The weights are packed 16 rows at a
+//            do), and the integer products are summed with VPMADDUBSW, VPDPBUSD (VNNI) or SDOT. The weights are packed 16 rows at a
 //            time so that one register holds 8 rows (4 on AArch64) and the float work (scales) is done once per
 //            group for them (batched_x86.c, batched_arm.c). Adds the activation rounding to the weight error:
 //            relative RMS error of a product ~5e-3 with Gaussian activations (q4 weights alone: 8e-2). On Zen 3
@@ -45,6 +45,8 @@ const char *fb_batched_route(const fb_matrix *w, size_t n);
 // others), "gemm", "int8" (q4/q8, the scalar reference where no packed kernel exists; gemm for the others) or "off";
 // returns 0, or -1 for an unknown name. For tests and measurements.
 int fb_batched_select(const char *name);
+// 0 if `name` is one of those route names, else -1 (the tools check FB_BATCHED with it and refuse a bad one).
+int fb_batched_check(const char *name);
 // Fewest tokens for which a batched route is used.
 size_t fb_batched_min_tokens(void);
 

@@ -71,10 +71,16 @@ void fb_matmul(const fb_matrix *w, const float *x, size_t ldx, size_t n, float *
 
 // Which implementation fb_matmul uses: "scalar", "avx2", "avx2-vnni" (AVX-VNNI), "avx512" (F/BW/VL),
 // "avx512-vnni", "neon", "neon-dotprod" (ARMv8.2 SDOT). Chosen once from the CPU (the last of these it
-// supports), overridable with FB_KERNELS=<name> (falls back to scalar if unsupported).
+// supports), overridable with FB_KERNELS=<name> (falls back to scalar if unsupported: the tools check FB_KERNELS
+// with fb_kernels_check first and refuse a bad one).
 const char *fb_kernels_name(void);
 // Force a path (tests); returns 0 on success, -1 if the CPU lacks it.
 int fb_kernels_select(const char *name);
+// 1 if `name` is a kernel set this CPU runs, 0 if it is one of this build's sets that the CPU lacks, -1 if it is none
+// of this build's sets (each build has its architecture's: scalar and the x86 ones, or scalar and the ARM ones).
+int fb_kernels_check(const char *name);
+// This build's kernel set names, comma-separated in order of preference: all of them, or those this CPU runs.
+const char *fb_kernels_list(int runnable_only);
 
 // ---- Hashing ----------------------------------------------------------------------------------------
 // XXH64 (the published xxHash 64-bit algorithm), for the .fbm per-tensor checksums.
