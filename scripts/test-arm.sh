@@ -12,13 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-cc=${FB_ARM_CC:-}
-if [ -z "$cc" ]; then
-    for c in "$(dirname "$(readlink -f "$(command -v swift 2>/dev/null || echo /nonexistent)")")/clang" \
-        /opt/swift/usr/bin/clang "$(command -v clang 2>/dev/null || true)"; do
-        if [ -n "$c" ] && [ -x "$c" ]; then cc=$c; break; fi
-    done
-fi
+. scripts/toolchain-clang.sh
+cc=$(toolchain_clang FB_ARM_CC)
 [ -n "$cc" ] && [ -x "$cc" ] || missing+=("clang (the Swift toolchain's, or FB_ARM_CC)")
 qemu=$(command -v qemu-aarch64 2>/dev/null || command -v qemu-aarch64-static 2>/dev/null || true)
 [ -n "$qemu" ] || missing+=("qemu-user (qemu-aarch64)")

@@ -23,13 +23,8 @@ x86_64 | amd64) ;;
 *) echo "test-x86-emulated: not an x86-64 machine ($(uname -m)): nothing to check here" >&2; exit 3 ;;
 esac
 missing=()
-cc=${FB_X86_CC:-}
-if [ -z "$cc" ]; then
-    for c in "$(dirname "$(readlink -f "$(command -v swift 2>/dev/null || echo /nonexistent)")")/clang" \
-        /opt/swift/usr/bin/clang "$(command -v clang 2>/dev/null || true)"; do
-        if [ -n "$c" ] && [ -x "$c" ]; then cc=$c; break; fi
-    done
-fi
+. scripts/toolchain-clang.sh
+cc=$(toolchain_clang FB_X86_CC)
 [ -n "$cc" ] && [ -x "$cc" ] || missing+=("clang (the Swift toolchain's, or FB_X86_CC)")
 [ -e /usr/include/simde/x86/avx512.h ] || missing+=("libsimde-dev (/usr/include/simde)")
 if [ ${#missing[@]} -gt 0 ]; then
