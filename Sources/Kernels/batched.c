@@ -274,7 +274,7 @@ int fb_batched_select(const char *name) {
 }
 
 // The packed int8 kernel for q4/q8 weights on the selected kernel path (x86: one per kernel set from AVX2 up;
-// AArch64: the dot product's), or NULL.
+// AArch64: with the dot product or plain NEON), or NULL (the scalar path).
 static const fb__pk_kernel *packed_kernel(const fb_matrix *w) {
     if (w->type != FB_Q4 && w->type != FB_Q8) return NULL;
     const int q8 = w->type == FB_Q8;
@@ -288,6 +288,7 @@ static const fb__pk_kernel *packed_kernel(const fb_matrix *w) {
     }
 #elif defined(__aarch64__)
     if (fb__cpu_has_dotprod()) return q8 ? &fb__pk_dotprod_q8 : &fb__pk_dotprod_q4;
+    if (!strcmp(fb_kernels_name(), "neon")) return q8 ? &fb__pk_neon_q8 : &fb__pk_neon_q4;
 #endif
     (void)q8;
     return NULL;

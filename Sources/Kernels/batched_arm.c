@@ -1,11 +1,17 @@
-// AArch64 part of the batched products (batched.c): the packed int8 GEMMs for q4 and q8 weights with the ARMv8.2
-// dot product (SDOT), used when fb_matmul runs its "neon-dotprod" path. Same scheme, packed layout and driver as the
-// AVX2 kernels in batched_x86.c (the layout: batched_internal.h):
-//   micro-kernel: one 16-byte register holds 4 rows x 4 weights; SDOT by lane against 4 activation bytes adds
-//         each row's 4 products into its i32 lane (exact, signed x signed: no i16 stage or sign trick as on AVX2);
-//         per group, to float once: acc += s_row * (d * dot + ex), where for q4 ex = -8 * d * sum(q) puts the
+// AArch64 part of the batched products (batched.c): the packed int8 GEMMs for q4 and q8 weights, used when fb_matmul
+// runs its "neon-dotprod" path (ARMv8.2 SDOT) or its "neon" one (ARMv8.0: Cortex-A53 / A72, the Raspberry Pi 3 and 4).
+// Same scheme, packed layout and driver as the AVX2 kernels in batched_x86.c (the layout: batched_internal.h):
+//   micro-kernel: one 16-byte register holds 4 rows x 4 weights. SDOT by lane against 4 activation bytes adds each
+//         row's 4 products into its i32 lane (exact, signed x signed: no i16 stage or sign trick as on AVX2). Without
+//         SDOT, SMLAL multiplies the register by the 4 bytes repeated into i16 product lanes (2 rows x 4 weights per
+//         half): q4 sums 8 steps there (|sum| <= 8 * 15 * 127 < 2^15), q8 two (<= 2 * 128 * 127), then pairwise
+//         adds (SADDLP / SADALP, ADDP) give the same per-row i32 lanes; 2 (q4) or 3 (q8) instructions per 16
+//         multiply-adds against SDOT's 1, and fewer than the float route's conversions and FMAs (by instruction
+//         count: no ARM hardware measured it).
+//         Per group, to float once: acc += s_row * (d * dot + ex), where for q4 ex = -8 * d * sum(q) puts the
 //         nibbles' +8 offset back and for q8 ex = 0.
-//   Tile: 4 blocks of 4 rows (16 rows) x 3 tokens = 12 i32 + 12 f32 accumulators of the 32 vector registers.
+//   Tile: 4 blocks of 4 rows (16 rows) x 3 tokens = 12 i32 + 12 f32 accumulators of the 32 vector registers (plain
+//         NEON q4: 24 i16 ones while a group runs).
 #include "batched_internal.h"
 
 #if defined(__aarch64__)
@@ -58,16 +64,50 @@ static void pack_q8_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *pan
     pack_panel(1, w, r0, r1, panel, scales);
 }
 
-// y[t0 + k][0..nr) for k < NT over the 16 rows of a panel.
-DPI void tile(const int Q8, const int NT, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
-              size_t t0, float *y, size_t ldy, size_t nr) {
+// The tile's tokens: their int8 activations, scales and q4 offsets.
+typedef struct {
     const int8_t *xq[PK_TOKENS];
     const float *dx[PK_TOKENS], *ex[PK_TOKENS];
+} tile_tokens;
+
+static inline __attribute__((always_inline)) tile_tokens tokens_from(const int NT, const fb__qact *a, size_t t0) {
+    tile_tokens tt;
     for (int k = 0; k < NT; k++) {
-        xq[k] = a->xq + (t0 + k) * a->cols;
-        dx[k] = a->dx + (t0 + k) * ng;
-        ex[k] = a->ex + (t0 + k) * ng;
+        tt.xq[k] = a->xq + (t0 + k) * a->cols;
+        tt.dx[k] = a->dx + (t0 + k) * a->ng;
+        tt.ex[k] = a->ex + (t0 + k) * a->ng;
     }
+    return tt;
+}
+
+// A group's integer dots (rows 4b..4b+3 of token k in dot[b][k]) into the float sums.
+static inline __attribute__((always_inline)) void add_group(const int Q8, const int NT, const tile_tokens *tt, size_t g,
+                                                           const float *scales, int32x4_t dot[4][PK_TOKENS],
+                                                           float32x4_t acc[4][PK_TOKENS]) {
+    for (int k = 0; k < NT; k++) {
+        const float32x4_t e = vdupq_n_f32(Q8 ? 0.0f : tt->ex[k][g]);
+        const float d = tt->dx[k][g];
+        for (int b = 0; b < 4; b++) {
+            const float32x4_t v = vfmaq_n_f32(e, vcvtq_f32_s32(dot[b][k]), d);
+            acc[b][k] = vfmaq_f32(acc[b][k], v, vld1q_f32(scales + g * PK_ROWS + b * 4));
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void store_tile(const int NT, float32x4_t acc[4][PK_TOKENS], size_t t0,
+                                                            float *y, size_t ldy, size_t nr) {
+    for (int k = 0; k < NT; k++) {
+        float out[PK_ROWS];
+        for (int b = 0; b < 4; b++) vst1q_f32(out + b * 4, acc[b][k]);
+        float *yt = y + (t0 + k) * ldy;
+        for (size_t i = 0; i < nr; i++) yt[i] = out[i];
+    }
+}
+
+// y[t0 + k][0..nr) for k < NT over the 16 rows of a panel, with SDOT.
+DPI void tile(const int Q8, const int NT, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
+              size_t t0, float *y, size_t ldy, size_t nr) {
+    const tile_tokens tt = tokens_from(NT, a, t0);
     float32x4_t acc[4][PK_TOKENS];
     for (int b = 0; b < 4; b++)
         for (int k = 0; k < NT; k++) acc[b][k] = vdupq_n_f32(0.0f);
@@ -78,7 +118,7 @@ DPI void tile(const int Q8, const int NT, size_t ng, const uint8_t *panel, const
             for (int k = 0; k < NT; k++) dot[b][k] = vdupq_n_s32(0);
         for (int h = 0; h < 2; h++) {  // activations 16h..16h+15: steps 4h..4h+3
             int8x16_t xv[PK_TOKENS];
-            for (int k = 0; k < NT; k++) xv[k] = vld1q_s8(xq[k] + g * 32 + 16 * h);
+            for (int k = 0; k < NT; k++) xv[k] = vld1q_s8(tt.xq[k] + g * 32 + 16 * h);
 #define STEP(L)                                                                                  \
     for (int b = 0; b < 4; b++) {                                                                \
         const int8x16_t wv = vld1q_s8(pg + (4 * h + (L)) * 64 + b * 16);                         \
@@ -90,33 +130,93 @@ DPI void tile(const int Q8, const int NT, size_t ng, const uint8_t *panel, const
             STEP(3)
 #undef STEP
         }
-        for (int k = 0; k < NT; k++) {
-            const float32x4_t e = vdupq_n_f32(Q8 ? 0.0f : ex[k][g]);
-            const float d = dx[k][g];
-            for (int b = 0; b < 4; b++) {
-                const float32x4_t v = vfmaq_n_f32(e, vcvtq_f32_s32(dot[b][k]), d);
-                acc[b][k] = vfmaq_f32(acc[b][k], v, vld1q_f32(scales + g * PK_ROWS + b * 4));
-            }
-        }
+        add_group(Q8, NT, &tt, g, scales, dot, acc);
     }
-    for (int k = 0; k < NT; k++) {
-        float out[PK_ROWS];
-        for (int b = 0; b < 4; b++) vst1q_f32(out + b * 4, acc[b][k]);
-        float *yt = y + (t0 + k) * ldy;
-        for (size_t i = 0; i < nr; i++) yt[i] = out[i];
-    }
+    store_tile(NT, acc, t0, y, ldy, nr);
 }
+
+// The same without SDOT (see the top of the file).
+static inline __attribute__((always_inline)) void tile_neon(const int Q8, const int NT, size_t ng, const uint8_t *panel,
+                                                           const float *scales, const fb__qact *a, size_t t0, float *y,
+                                                           size_t ldy, size_t nr) {
+    const tile_tokens tt = tokens_from(NT, a, t0);
+    float32x4_t acc[4][PK_TOKENS];
+    for (int b = 0; b < 4; b++)
+        for (int k = 0; k < NT; k++) acc[b][k] = vdupq_n_f32(0.0f);
+    for (size_t g = 0; g < ng; g++) {
+        const int8_t *pg = (const int8_t *)panel + g * PK_GROUP_BYTES;
+        int32x4_t dot[4][PK_TOKENS];
+        // lo: rows 4b, 4b+1 (4 product lanes each); hi: rows 4b+2, 4b+3. q4: i16 sums over the group; q8: i32 pair sums.
+        int16x8_t lo16[4][PK_TOKENS], hi16[4][PK_TOKENS];
+        int32x4_t lo32[4][PK_TOKENS], hi32[4][PK_TOKENS];
+        for (int b = 0; b < 4; b++)
+            for (int k = 0; k < NT; k++) {
+                lo16[b][k] = hi16[b][k] = vdupq_n_s16(0);
+                lo32[b][k] = hi32[b][k] = vdupq_n_s32(0);
+            }
+        for (int h = 0; h < 2; h++) {  // activations 16h..16h+15: steps 4h..4h+3
+            int8x16_t xv[PK_TOKENS];
+            for (int k = 0; k < NT; k++) xv[k] = vld1q_s8(tt.xq[k] + g * 32 + 16 * h);
+            // Steps L and L + 1: the 4 activation bytes of each, repeated over the register.
+#define PAIR(L)                                                                                              \
+    {                                                                                                        \
+        int8x16_t x0[PK_TOKENS], x1[PK_TOKENS];                                                              \
+        for (int k = 0; k < NT; k++) {                                                                       \
+            x0[k] = vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(xv[k]), (L)));                 \
+            x1[k] = vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(xv[k]), (L) + 1));             \
+        }                                                                                                    \
+        for (int b = 0; b < 4; b++) {                                                                        \
+            const int8x16_t w0 = vld1q_s8(pg + (4 * h + (L)) * 64 + b * 16);                                 \
+            const int8x16_t w1 = vld1q_s8(pg + (4 * h + (L) + 1) * 64 + b * 16);                             \
+            for (int k = 0; k < NT; k++) {                                                                   \
+                if (Q8) {                                                                                    \
+                    const int16x8_t l = vmlal_s8(vmull_s8(vget_low_s8(w0), vget_low_s8(x0[k])), vget_low_s8(w1), \
+                                                 vget_low_s8(x1[k]));                                        \
+                    const int16x8_t u = vmlal_high_s8(vmull_high_s8(w0, x0[k]), w1, x1[k]);                  \
+                    lo32[b][k] = vpadalq_s16(lo32[b][k], l);                                                 \
+                    hi32[b][k] = vpadalq_s16(hi32[b][k], u);                                                 \
+                } else {                                                                                     \
+                    lo16[b][k] = vmlal_s8(lo16[b][k], vget_low_s8(w0), vget_low_s8(x0[k]));                  \
+                    hi16[b][k] = vmlal_high_s8(hi16[b][k], w0, x0[k]);                                       \
+                    lo16[b][k] = vmlal_s8(lo16[b][k], vget_low_s8(w1), vget_low_s8(x1[k]));                  \
+                    hi16[b][k] = vmlal_high_s8(hi16[b][k], w1, x1[k]);                                       \
+                }                                                                                            \
+            }                                                                                                \
+        }                                                                                                    \
+    }
+            PAIR(0)
+            PAIR(2)
+#undef PAIR
+        }
+        for (int b = 0; b < 4; b++)
+            for (int k = 0; k < NT; k++)
+                dot[b][k] = Q8 ? vpaddq_s32(lo32[b][k], hi32[b][k])
+                               : vpaddq_s32(vpaddlq_s16(lo16[b][k]), vpaddlq_s16(hi16[b][k]));
+        add_group(Q8, NT, &tt, g, scales, dot, acc);
+    }
+    store_tile(NT, acc, t0, y, ldy, nr);
+}
+
+#define PANEL_TOKENS(TILE)                                                                                  \
+    size_t t = t0;                                                                                          \
+    for (; t + PK_TOKENS <= t1; t += PK_TOKENS) TILE(Q8, PK_TOKENS, ng, panel, scales, a, t, y, ldy, nr);     \
+    switch (t1 - t) {                                                                                       \
+    case 2: TILE(Q8, 2, ng, panel, scales, a, t, y, ldy, nr); break;                                        \
+    case 1: TILE(Q8, 1, ng, panel, scales, a, t, y, ldy, nr); break;                                        \
+    default: break;                                                                                         \
+    }
 
 DPI void panel_tokens(const int Q8, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
                       size_t t0, size_t t1, float *y, size_t ldy, size_t nr) {
-    size_t t = t0;
-    for (; t + PK_TOKENS <= t1; t += PK_TOKENS) tile(Q8, PK_TOKENS, ng, panel, scales, a, t, y, ldy, nr);
-    switch (t1 - t) {
-    case 2: tile(Q8, 2, ng, panel, scales, a, t, y, ldy, nr); break;
-    case 1: tile(Q8, 1, ng, panel, scales, a, t, y, ldy, nr); break;
-    default: break;
-    }
+    PANEL_TOKENS(tile)
 }
+
+static inline __attribute__((always_inline)) void panel_tokens_neon(const int Q8, size_t ng, const uint8_t *panel,
+                                                                   const float *scales, const fb__qact *a, size_t t0,
+                                                                   size_t t1, float *y, size_t ldy, size_t nr) {
+    PANEL_TOKENS(tile_neon)
+}
+#undef PANEL_TOKENS
 
 DP static void q4_panel_tokens(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
                                size_t t1, float *y, size_t ldy, size_t nr) {
@@ -128,8 +228,20 @@ DP static void q8_panel_tokens(size_t ng, const uint8_t *panel, const float *sca
     panel_tokens(1, ng, panel, scales, a, t0, t1, y, ldy, nr);
 }
 
+static void q4_panel_tokens_neon(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
+                                 size_t t1, float *y, size_t ldy, size_t nr) {
+    panel_tokens_neon(0, ng, panel, scales, a, t0, t1, y, ldy, nr);
+}
+
+static void q8_panel_tokens_neon(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
+                                 size_t t1, float *y, size_t ldy, size_t nr) {
+    panel_tokens_neon(1, ng, panel, scales, a, t0, t1, y, ldy, nr);
+}
+
 const fb__pk_kernel fb__pk_dotprod_q4 = {pack_q4_panel, q4_panel_tokens};
 const fb__pk_kernel fb__pk_dotprod_q8 = {pack_q8_panel, q8_panel_tokens};
+const fb__pk_kernel fb__pk_neon_q4 = {pack_q4_panel, q4_panel_tokens_neon};
+const fb__pk_kernel fb__pk_neon_q8 = {pack_q8_panel, q8_panel_tokens_neon};
 
 #else
 typedef int fb_batched_arm_unused;

@@ -76,8 +76,8 @@ void fb__gemm_block_avx2(const fb_source *s, const float *x, size_t ldx, size_t 
 #endif
 
 #if defined(__aarch64__)
-// The dot-product kernels (batched_arm.c).
-extern const fb__pk_kernel fb__pk_dotprod_q4, fb__pk_dotprod_q8;
+// The packed kernels with the dot product and without (batched_arm.c).
+extern const fb__pk_kernel fb__pk_dotprod_q4, fb__pk_dotprod_q8, fb__pk_neon_q4, fb__pk_neon_q8;
 #endif
 
 int fb__cpu_has_avx2(void);

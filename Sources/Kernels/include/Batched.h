@@ -5,15 +5,16 @@
 //   "gemm":  (the default with AVX2+FMA for f32/f16) a blocked f32 GEMM (gemm_x86.c): the weights are converted
 //            to f32 as they are packed into cache-sized panels, and a 6-token x 16-row register tile is FMA'd over
 //            them. Float throughout: results differ from fb_matmul's only by summation order.
-//   "int8":  (the default for q4 and q8 with AVX2 or the AArch64 dot product) the activations are quantized once
+//   "int8":  (the default for q4 and q8 on every SIMD path: AVX2 and up, NEON) the activations are quantized once
 //            per product to int8 per group of 32 (one f32 scale per group, round to nearest, as the decode kernels
-//            do), and the integer products are summed with VPMADDUBSW, VPDPBUSD (VNNI) or SDOT. The weights are packed 16 rows at a
-//            time so that one register holds 8 rows (4 on AArch64) and the float work (scales) is done once per
+//            do), and the integer products are summed with VPMADDUBSW, VPDPBUSD (VNNI), SDOT or SMLAL. The weights
+//            are packed 16 rows at a time so that one register holds 8 rows (16 with AVX-512, 4 on AArch64) and the
+//            float work (scales) is done once per
 //            group for them (batched_x86.c, batched_arm.c). Adds the activation rounding to the weight error:
 //            relative RMS error of a product ~5e-3 with Gaussian activations (q4 weights alone: 8e-2). On Zen 3
 //            (AVX2, no VNNI) q4 runs at 2-2.5x the "gemm" route and q8 (sign trick) at ~1.45x.
 //   "matmul": fb_matmul, rows split across the pool (fewer than fb_batched_min_tokens() tokens; f32/f16 without
-//            AVX2; q4/q8 without AVX2 or the dot product; or FB_BATCHED=off).
+//            AVX2; q4/q8 on the scalar path; or FB_BATCHED=off).
 // FB_BATCHED=gemm|int8|off (or fb_batched_select) picks a route for every product.
 #ifndef FIREBOLT_BATCHED_H
 #define FIREBOLT_BATCHED_H
