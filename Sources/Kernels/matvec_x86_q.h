@@ -15,8 +15,8 @@
 //   2. Per group, the integer dot product sum(qw * qx) is exact in int32, then
 //      y += (weight scale * d) * float(dot).
 //   q4 weights are used unsigned (the stored nibble n = qw + 8, 0..15, is the u8 operand of
-//   VPMADDUBSW, no sign fix-up): sum(n * qx) - 8 * sum(qx), where the second term is folded, per
-//   row, into one float dot product of the row's scales with 8 * d * sum(qx) per group.
+//   VPMADDUBSW, no sign fix-up): sum(n * qx) - 8 * sum(qx), subtracted per group in float, where both
+//   are exact integers (below 2^16), so the difference is the exact integer dot product.
 //   q8 weights use the sign trick: |qw| (u8) x (qx with qw's sign) (s8), exact even for qw = -128.
 //   Pair sums of VPMADDUBSW stay within int16: q4 2 * 15 * 127, q8 2 * 128 * 127.
 
@@ -123,9 +123,9 @@ QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
     const __m128i sperm = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
     (void)ones16;
     (void)sperm;
-    __m256 acc[4][4], cor[4][4];
+    __m256 acc[4][4];
     for (int i = 0; i < RB; i++)
-        for (int t = 0; t < NT; t++) acc[i][t] = cor[i][t] = _mm256_setzero_ps();
+        for (int t = 0; t < NT; t++) acc[i][t] = _mm256_setzero_ps();
 #if QW512
     // 512-bit: two 64-byte loads give the dots of two quads of groups (4 int32 lanes per group);
     // unpacks and adds sum each group's lanes, and one permute gathers the 8 sums in group order.
@@ -161,8 +161,8 @@ QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
                 h = _mm512_add_epi32(h, _mm512_shuffle_epi32(h, (_MM_PERM_ENUM)0x4e));
                 const __m256i dots = _mm512_castsi512_si256(_mm512_permutexvar_epi32(gather, h));
                 const __m256 sd = _mm256_mul_ps(s, _mm256_loadu_ps(a->d[t] + g));
-                acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), sd, acc[i][t]);
-                cor[i][t] = _mm256_fmadd_ps(sd, _mm256_loadu_ps(a->c[t] + g), cor[i][t]);
+                const __m256 q = _mm256_sub_ps(_mm256_cvtepi32_ps(dots), _mm256_loadu_ps(a->c[t] + g));
+                acc[i][t] = _mm256_fmadd_ps(q, sd, acc[i][t]);
             }
         }
     }
@@ -189,9 +189,9 @@ QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
                 _mm256_cvtph_ps(_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(ws + i * ng + g)), sperm));
             for (int t = 0; t < NT; t++) {
                 const __m256 sd = _mm256_mul_ps(s, _mm256_loadu_ps(a->d[t] + g));
-                acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(QX(sum4x4)(h[t][0], h[t][1])), sd,
-                                            acc[i][t]);
-                cor[i][t] = _mm256_fmadd_ps(sd, _mm256_loadu_ps(a->c[t] + g), cor[i][t]);
+                const __m256 q = _mm256_sub_ps(_mm256_cvtepi32_ps(QX(sum4x4)(h[t][0], h[t][1])),
+                                               _mm256_loadu_ps(a->c[t] + g));
+                acc[i][t] = _mm256_fmadd_ps(q, sd, acc[i][t]);
             }
         }
     }
@@ -225,7 +225,7 @@ QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
         }
     }
     for (int i = 0; i < RB; i++)
-        for (int t = 0; t < NT; t++) y[t * ldy + r0 + i] = fb__hsum8_ps(acc[i][t]) - (fb__hsum8_ps(cor[i][t]) + tail[i][t]);
+        for (int t = 0; t < NT; t++) y[t * ldy + r0 + i] = fb__hsum8_ps(acc[i][t]) - tail[i][t];
 }
 
 #define QCG 64  // groups per scale block of the q8 tile
