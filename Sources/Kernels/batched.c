@@ -78,7 +78,7 @@ static void *grow(void *p, size_t *cap, size_t bytes) {
     return q;
 }
 
-__attribute__((unused)) static float *thread_pack_buffer(size_t floats) {  // unused where the x86 GEMM is absent
+__attribute__((unused)) static float *thread_pack_buffer(size_t floats) {  // unused where no GEMM is built
     pthread_once(&pack_key_once, make_pack_key);
     thread_pack *t = pthread_getspecific(pack_key);
     if (!t) {
@@ -108,6 +108,14 @@ void fb_sgemm(int trans_b, size_t m, size_t n, size_t k, float alpha, const floa
         float *pack = thread_pack_buffer(fb__gemm_pack_floats(nc, kc));
         for (size_t r = 0; r < n; r += nc)
             fb__gemm_block_avx2(&src, a, lda, m, c, ldc, r, n - r < nc ? n : r + nc, kc, pack, accumulate);
+        if (alpha != 1.0f)
+            for (size_t i = 0; i < m; i++)
+                for (size_t j = 0; j < n; j++) c[i * ldc + j] *= alpha;
+        return;
+    }
+#elif defined(__aarch64__)
+    if (strcmp(fb_kernels_name(), "scalar") != 0 && (alpha == 1.0f || !accumulate) && k > 0) {
+        fb__sgemm_neon(trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate, thread_pack_buffer(fb__sgemm_pack_floats()));
         if (alpha != 1.0f)
             for (size_t i = 0; i < m; i++)
                 for (size_t j = 0; j < n; j++) c[i * ldc + j] *= alpha;

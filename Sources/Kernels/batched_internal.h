@@ -76,6 +76,11 @@ void fb__gemm_block_avx2(const fb_source *s, const float *x, size_t ldx, size_t 
 #endif
 
 #if defined(__aarch64__)
+// f32 GEMM (gemm_arm.c): c[i*ldc + j] (+)= sum_p a[i*lda + p] * B(p, j) for i < m, j < n (B as in fb_sgemm), with a
+// pack buffer of fb__sgemm_pack_floats() floats.
+size_t fb__sgemm_pack_floats(void);
+void fb__sgemm_neon(int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
+                    float *c, size_t ldc, int accumulate, float *pack);
 // The packed kernels with the dot product and without (batched_arm.c).
 extern const fb__pk_kernel fb__pk_dotprod_q4, fb__pk_dotprod_q8, fb__pk_neon_q4, fb__pk_neon_q8;
 #endif

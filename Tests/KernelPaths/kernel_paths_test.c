@@ -1,6 +1,6 @@
 // fb_matmul on every kernel path this CPU offers, against the scalar path and a double-precision
 // reference, for every dtype and a range of shapes; the batched int8 route for q4 and q8 against its scalar
-// reference; fb_attend_f16 against fb_attend; the half-precision array conversions against the scalar ones.
+// reference; fb_sgemm against double; fb_attend_f16 against fb_attend; the half-precision array conversions against the scalar ones.
 // Built outside SwiftPM, for the paths this machine kind cannot run natively: cross-compiled for AArch64 and run under
 // qemu-user by scripts/test-arm.sh (NEON, NEON dot product), and built with FB_EMULATE_X86 by
 // scripts/test-x86-emulated.sh (AVX2, AVX-VNNI, AVX-512, AVX-512 VNNI on SIMDe's definitions of the intrinsics:
@@ -261,6 +261,51 @@ static void check_int8_route(const char **paths, int npaths) {
     fb_pool_destroy(pool);
 }
 
+// fb_sgemm (attention's products; the AVX2 GEMM on x86, the NEON one on AArch64, the portable loops on the scalar
+// path) against double: both layouts of B, alpha, beta 0 / 1, shapes with tails in every blocked dimension and more
+// than one block of the sum (k > 256). Float sums in any order: 4 sqrt(k + 4) 2^-24 (|alpha| sum |a b| + |c0|).
+static void check_sgemm(const char **paths, int npaths) {
+    const size_t shapes[][3] = {{1, 5, 3}, {7, 33, 64}, {70, 19, 130}, {13, 70, 300}, {256, 40, 17}};
+    for (int p = 0; p < npaths; p++) {
+        fb_kernels_select(paths[p]);
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (int trans_b = 0; trans_b < 2; trans_b++)
+                for (int ab = 0; ab < 3; ab++) {
+                    const size_t m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
+                    const float alpha = ab == 1 ? 0.125f : 1.0f, beta = ab == 2 ? 1.0f : 0.0f;
+                    const size_t lda = k + 2, ldb = (trans_b ? k : n) + 3, ldc = n + 1;
+                    float *a = malloc(m * lda * sizeof(float)), *b = malloc((trans_b ? n : k) * ldb * sizeof(float));
+                    float *c0 = malloc(m * ldc * sizeof(float)), *c = malloc(m * ldc * sizeof(float));
+                    for (size_t i = 0; i < m * lda; i++) a[i] = normal();
+                    for (size_t i = 0; i < (trans_b ? n : k) * ldb; i++) b[i] = normal();
+                    for (size_t i = 0; i < m * ldc; i++) c[i] = c0[i] = normal();
+                    fb_sgemm(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+                    for (size_t i = 0; i < m; i++)
+                        for (size_t j = 0; j < ldc; j++) {
+                            checks++;
+                            if (j >= n) {
+                                if (c[i * ldc + j] != c0[i * ldc + j]) FAIL("sgemm %s: wrote c[%zu][%zu] past n", paths[p], i, j);
+                                continue;
+                            }
+                            double acc = 0, mag = 0;
+                            for (size_t q = 0; q < k; q++) {
+                                const double v = (double)a[i * lda + q] * (trans_b ? b[j * ldb + q] : b[q * ldb + j]);
+                                acc += v;
+                                mag += fabs(v);
+                            }
+                            const double want = alpha * acc + beta * c0[i * ldc + j];
+                            const double tol = 4 * sqrt((double)k + 4) * 0x1p-24 * (fabs(alpha) * mag + fabs(c0[i * ldc + j]));
+                            const double e = fabs(c[i * ldc + j] - want);
+                            worst_float = fmax(worst_float, e / tol);
+                            if (!(e <= tol))
+                                FAIL("sgemm %s m %zu n %zu k %zu trans_b %d alpha %g beta %g: c[%zu][%zu] %.9g vs %.9g",
+                                     paths[p], m, n, k, trans_b, alpha, beta, i, j, c[i * ldc + j], want);
+                        }
+                    free(a), free(b), free(c0), free(c);
+                }
+    }
+}
+
 // fb_attend_f16 (decode attention over a binary16 cache; on AArch64 the rows are widened with FCVTL) against fb_attend
 // over the same values widened by fb_f16_to_f32: widening is exact both ways, so the two differ only by the order of
 // float sums (hd > 64 is summed in blocks of 64): 1e-5 of the largest |v|.
@@ -364,6 +409,7 @@ int main(int argc, char **argv) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], paths, npaths);
     check_int8_route(paths, npaths);
+    check_sgemm(paths, npaths);
     fb_kernels_select(def);
     check_attend_f16();
     check_half_arrays();
