@@ -18,6 +18,8 @@ int fb__ops_simd(void) {
         atomic_store_explicit(&has, h, memory_order_relaxed);
     }
     return h && strcmp(fb_kernels_name(), "scalar") != 0;
+#elif defined(__aarch64__)
+    return strcmp(fb_kernels_name(), "scalar") != 0;
 #else
     return 0;
 #endif
@@ -33,6 +35,18 @@ int fb__ops_simd(void) {
     } while (0)
 #else
 #define SIMD(call) ((void)0)
+#endif
+// The ops with a NEON version (ops_arm.c); the others are the portable code on AArch64.
+#if defined(__aarch64__)
+#define NEON(call)                 \
+    do {                           \
+        if (fb__ops_simd()) {      \
+            call;                  \
+            return;                \
+        }                          \
+    } while (0)
+#else
+#define NEON(call) ((void)0)
 #endif
 
 void fb_rmsnorm(const float *x, const float *w, float *y, size_t n, float eps) {
@@ -60,6 +74,7 @@ void fb_layernorm(const float *x, const float *w, const float *b, float *y, size
 
 void fb_silu_mul(const float *a, const float *b, float *y, size_t n) {
     SIMD(fb__silu_mul_avx2(a, b, y, n));
+    NEON(fb__silu_mul_neon(a, b, y, n));
     for (size_t i = 0; i < n; i++) {
         const float v = a[i];
         y[i] = v / (1.0f + expf(-v)) * b[i];
@@ -68,6 +83,7 @@ void fb_silu_mul(const float *a, const float *b, float *y, size_t n) {
 
 void fb_gelu_tanh(float *x, size_t n) {
     SIMD(fb__gelu_tanh_avx2(x, n));
+    NEON(fb__gelu_tanh_neon(x, n));
     const float k = 0.7978845608028654f;  // sqrt(2/pi)
     for (size_t i = 0; i < n; i++) {
         const float v = x[i];
@@ -81,6 +97,7 @@ void fb_gelu_erf(float *x, size_t n) {
 
 void fb_softmax(float *x, size_t n) {
     SIMD(fb__softmax_avx2(x, n));
+    NEON(fb__softmax_neon(x, n));
     float m = -INFINITY;
     for (size_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
     if (m == -INFINITY) {

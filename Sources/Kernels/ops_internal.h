@@ -17,8 +17,14 @@ void fb__attend_f16_avx2(const float *q, size_t groups, size_t hd, const uint16_
                          size_t ld, size_t n, float scale, float *scores, float *out);
 #endif
 
-// Nonzero when the AVX2 element-wise ops may be used (AVX2, FMA and F16C present, and FB_KERNELS / fb_kernels_select has
-// not forced the scalar path).
+#if defined(__aarch64__)
+void fb__gelu_tanh_neon(float *x, size_t n);
+void fb__silu_mul_neon(const float *a, const float *b, float *y, size_t n);
+void fb__softmax_neon(float *x, size_t n);
+#endif
+
+// Nonzero when the SIMD element-wise ops may be used (x86: AVX2, FMA and F16C present; AArch64: always), and
+// FB_KERNELS / fb_kernels_select has not forced the scalar path.
 int fb__ops_simd(void);
 
 #endif

@@ -15,7 +15,9 @@
 // (float rounding only) and against the exact product (the quantization bound); int8_rel_rms is the
 // relative RMS difference between the int8-activation results and the exact products.
 // Exit status 0 only when everything passed.
+#include "Batched.h"
 #include "Kernels.h"
+#include "Ops.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -306,6 +308,66 @@ static void check_sgemm(const char **paths, int npaths) {
     }
 }
 
+// The element-wise ops with SIMD versions (AVX2 on x86, NEON on AArch64: GELU, SiLU-and-multiply, softmax, with and
+// without -inf entries; the norms too on x86) on each path against the scalar path's portable C and libm, lengths
+// with and without vector tails: |d| <= 1e-6 (|x| + 1) for the activations (|x| |b| + 1 for SiLU times b), 1e-6 of the
+// largest output for softmax and the norms (the SIMD exp is within ~2 ulp); exp's under- and overflow in GELU.
+static void check_ops(const char **paths, int npaths) {
+    const size_t lengths[] = {1, 3, 4, 7, 8, 33, 768, 1000};
+    for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+        const size_t n = lengths[li];
+        float *x = malloc(n * 4), *b = malloc(n * 4), *w = malloc(n * 4), *bias = malloc(n * 4), *masked = malloc(n * 4);
+        for (size_t i = 0; i < n; i++) x[i] = 3 * normal(), b[i] = normal(), w[i] = normal(), bias[i] = normal();
+        for (size_t i = 0; i < n; i++) masked[i] = i % 5 == 0 ? -INFINITY : x[i];
+        if (n > 1) masked[n - 1] = 1;  // at least one finite entry
+        enum { OPS = 6 };
+        float *out[2][OPS];
+        for (int p = 0; p < npaths; p++) {
+            const int slot = p == 0 ? 0 : 1;  // paths[0] is scalar, the reference
+            fb_kernels_select(paths[p]);
+            for (int k = 0; k < OPS; k++) out[slot][k] = malloc(n * 4);
+            memcpy(out[slot][0], x, n * 4);
+            fb_gelu_tanh(out[slot][0], n);
+            fb_silu_mul(x, b, out[slot][1], n);
+            memcpy(out[slot][2], x, n * 4);
+            fb_softmax(out[slot][2], n);
+            memcpy(out[slot][3], masked, n * 4);
+            fb_softmax(out[slot][3], n);
+            fb_rmsnorm(x, w, out[slot][4], n, 1e-5f);
+            fb_layernorm(x, w, bias, out[slot][5], n, 1e-6f);
+            if (p == 0) continue;
+            static const char *names[OPS] = {"gelu_tanh", "silu_mul", "softmax", "softmax with -inf", "rmsnorm", "layernorm"};
+            for (int k = 0; k < OPS; k++) {
+                float scale = 0;
+                for (size_t i = 0; i < n; i++) scale = fabsf(out[0][k][i]) > scale ? fabsf(out[0][k][i]) : scale;
+                for (size_t i = 0; i < n; i++) {
+                    checks++;
+                    const float tol = k < 2 ? 1e-6f * (fabsf(x[i]) * (k == 1 ? fabsf(b[i]) + 1 : 1) + 1) : 1e-6f * scale;
+                    if (!(fabsf(out[1][k][i] - out[0][k][i]) <= tol))
+                        FAIL("%s %s n %zu i %zu: %.9g vs scalar %.9g", paths[p], names[k], n, i, out[1][k][i], out[0][k][i]);
+                }
+                if (k == 3)
+                    for (size_t i = 0; i + 1 < n; i += 5)
+                        if (out[1][3][i] != 0) FAIL("%s softmax: a -inf entry gave %g", paths[p], out[1][3][i]);
+            }
+            for (int k = 0; k < OPS; k++) free(out[1][k]);
+        }
+        for (int k = 0; k < OPS; k++) free(out[0][k]);
+        free(x), free(b), free(w), free(bias), free(masked);
+    }
+    for (int p = 1; p < npaths; p++) {
+        fb_kernels_select(paths[p]);
+        const float in[8] = {-200, -90, -20, 0, 20, 90, 200, -0.0f}, want[7] = {0, 0, 0, 0, 20, 90, 200};
+        float big[8];
+        memcpy(big, in, sizeof big);
+        fb_gelu_tanh(big, 8);
+        for (int i = 0; i < 7; i++) {
+            checks++;
+            if (!(big[i] == want[i])) FAIL("%s gelu_tanh(%g) = %g, expected %g", paths[p], in[i], big[i], want[i]);
+        }
+    }
+}
+
 // fb_attend_f16 (decode attention over a binary16 cache; on AArch64 the rows are widened with FCVTL) against fb_attend
 // over the same values widened by fb_f16_to_f32: widening is exact both ways, so the two differ only by the order of
 // float sums (hd > 64 is summed in blocks of 64): 1e-5 of the largest |v|.
@@ -410,6 +472,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], paths, npaths);
     check_int8_route(paths, npaths);
     check_sgemm(paths, npaths);
+    check_ops(paths, npaths);
     fb_kernels_select(def);
     check_attend_f16();
     check_half_arrays();
