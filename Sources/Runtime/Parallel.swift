@@ -100,13 +100,17 @@ public final class LazyFloatBuffer: @unchecked Sendable {
 /// value, or a kernel set this CPU lacks, would otherwise fall back silently (FB_KERNELS to the scalar path, many
 /// times slower). Returns what is wrong, or nil.
 public enum KernelEnvironment {
+    /// The kernel sets this CPU runs, in order of preference ("scalar, avx2", ...).
+    public static var runnableKernelSets: String {
+        String(cString: fb_kernels_list(1)).replacingOccurrences(of: ",", with: ", ")
+    }
+
     public static func problem(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
         if let name = environment["FB_KERNELS"], !name.isEmpty {
             switch fb_kernels_check(name) {
             case 1: break
             case 0:
-                return "FB_KERNELS=\(name): this CPU cannot run that kernel set (it runs: " +
-                    String(cString: fb_kernels_list(1)).replacingOccurrences(of: ",", with: ", ") + ")"
+                return "FB_KERNELS=\(name): this CPU cannot run that kernel set (it runs: \(runnableKernelSets))"
             default:
                 return "FB_KERNELS=\(name): no such kernel set (this build has: " +
                     String(cString: fb_kernels_list(0)).replacingOccurrences(of: ",", with: ", ") + ")"

@@ -34,7 +34,9 @@ let generateSpec = CommandSpec(
         .value("seed", "S", "random seed for sampling (default: from the clock)"),
         .flag("json", "print one JSON object at the end instead of streaming"),
     ],
-    notes: "Subcommands: fbrun logits, fbrun tokenize, fbrun info, fbrun bench (each with --help).")
+    notes: "Subcommands: fbrun logits, fbrun tokenize, fbrun info, fbrun bench (each with --help).\n" +
+        "Environment: FB_KERNELS=NAME forces a kernel set (this CPU runs: \(KernelEnvironment.runnableKernelSets)),\n" +
+        "FB_BATCHED=auto|gemm|int8|off a route for the batched products, FB_HUGEPAGES=1 huge pages for the weights.")
 
 let logitsSpec = CommandSpec(
     name: "fbrun logits",
