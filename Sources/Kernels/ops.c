@@ -25,26 +25,21 @@ int fb__ops_simd(void) {
 #endif
 }
 
-#if defined(__x86_64__) || defined(_M_X64)
-#define SIMD(call)                 \
+// SIMD(call) / NEON(call): return through the x86 / AArch64 version of an op when fb__ops_simd() allows it.
+#define FAST_PATH(call)            \
     do {                           \
         if (fb__ops_simd()) {      \
             call;                  \
             return;                \
         }                          \
     } while (0)
+#if defined(__x86_64__) || defined(_M_X64)
+#define SIMD(call) FAST_PATH(call)
 #else
 #define SIMD(call) ((void)0)
 #endif
-// The ops with a NEON version (ops_arm.c); the others are the portable code on AArch64.
-#if defined(__aarch64__)
-#define NEON(call)                 \
-    do {                           \
-        if (fb__ops_simd()) {      \
-            call;                  \
-            return;                \
-        }                          \
-    } while (0)
+#if defined(__aarch64__)  // the ops with a NEON version (ops_arm.c); the others are the portable code there
+#define NEON(call) FAST_PATH(call)
 #else
 #define NEON(call) ((void)0)
 #endif
