@@ -371,6 +371,11 @@ static void quantize_chunk(void *p, int c, int chunks) {
         fb__quantize_act_avx2(j->x, j->ldx, b, e, &j->act);
         return;
     }
+#elif defined(__aarch64__)
+    if (strcmp(fb_kernels_name(), "scalar") != 0) {
+        fb__quantize_act_neon(j->x, j->ldx, b, e, &j->act);
+        return;
+    }
 #endif
     fb__quantize_act_scalar(j->x, j->ldx, b, e, &j->act);
 }

@@ -25,6 +25,34 @@
 #define PK_GROUP_BYTES FB__PK_GROUP_BYTES
 #define PK_TOKENS 3
 
+// The activations for the int8 route (batched_internal.h), as fb__quantize_act_scalar computes them: FCVTNS rounds
+// to nearest with ties to even like its nearbyint, and the group's sum and ex are formed in the same order.
+void fb__quantize_act_neon(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a) {
+    const size_t cols = a->cols, ng = a->ng;
+    for (size_t t = t0; t < t1; t++)
+        for (size_t g = 0; g < ng; g++) {
+            const float *xg = x + t * ldx + g * 32;
+            float32x4_t v[8], m = vdupq_n_f32(0.0f);
+            for (int j = 0; j < 8; j++) {
+                v[j] = vld1q_f32(xg + 4 * j);
+                m = vmaxq_f32(m, vabsq_f32(v[j]));
+            }
+            const float mx = vmaxvq_f32(m), d = mx / 127.0f, id = d > 0.0f ? 127.0f / mx : 0.0f;
+            int32x4_t q[8], sum = vdupq_n_s32(0);
+            for (int j = 0; j < 8; j++) {
+                q[j] = vcvtnq_s32_f32(vmulq_n_f32(v[j], id));
+                sum = vaddq_s32(sum, q[j]);
+            }
+            for (int h = 0; h < 2; h++) {
+                const int16x8_t lo = vcombine_s16(vqmovn_s32(q[4 * h]), vqmovn_s32(q[4 * h + 1]));
+                const int16x8_t hi = vcombine_s16(vqmovn_s32(q[4 * h + 2]), vqmovn_s32(q[4 * h + 3]));
+                vst1q_s8(a->xq + t * cols + g * 32 + 16 * h, vcombine_s8(vqmovn_s16(lo), vqmovn_s16(hi)));
+            }
+            a->dx[t * ng + g] = d;
+            a->ex[t * ng + g] = -8.0f * d * (float)vaddvq_s32(sum);
+        }
+}
+
 // Packs rows [r0, r1) (at most PK_ROWS; missing rows get zero weights and scales), all groups.
 static inline __attribute__((always_inline)) void pack_panel(const int Q8, const fb_matrix *w, size_t r0, size_t r1,
                                                              uint8_t *panel, float *scales) {

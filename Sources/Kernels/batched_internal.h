@@ -81,7 +81,8 @@ void fb__gemm_block_avx2(const fb_source *s, const float *x, size_t ldx, size_t 
 size_t fb__sgemm_pack_floats(void);
 void fb__sgemm_neon(int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
                     float *c, size_t ldc, int accumulate, float *pack);
-// The packed kernels with the dot product and without (batched_arm.c).
+// The activations for the int8 route, and the packed kernels with the dot product and without (batched_arm.c).
+void fb__quantize_act_neon(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
 extern const fb__pk_kernel fb__pk_dotprod_q4, fb__pk_dotprod_q8, fb__pk_neon_q4, fb__pk_neon_q8;
 #endif
 
