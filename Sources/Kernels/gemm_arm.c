@@ -1,5 +1,5 @@
 // AArch64 f32 GEMM for fb_sgemm (attention's Q Kᵀ and P V per head; batched.c). Executed instructions per
-// multiply-add under qemu (scripts/arm-insns.sh's method) for the vision tower's shapes (256 queries, 256 keys, head
+// multiply-add under qemu (scripts/arm-insns.sh) for the vision tower's shapes (256 queries, 256 keys, head
 // size 64): Q Kᵀ 1.70 with the portable dot products, 0.56 here; P V 1.49 with the portable row updates, 0.43
 // (packing B from Kᵀ gathers, hence the difference; the micro-kernel alone is 20 instructions per 64).
 // Both operands are packed per block of KC columns of the sum: A as [p][8 rows], B as [p][8 columns] (zero-padded);
