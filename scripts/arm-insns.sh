@@ -6,8 +6,9 @@
 #   q4 / q8 batched products: the float route (FB_BATCHED=off) and the int8 route on plain NEON (qemu -cpu
 #     cortex-a53), the int8 route with the dot product (-cpu max); each from one product with 16 and one with 64
 #     tokens, whose difference leaves out the setup (quantizing the weights) both share;
-#   attention's f32 products at the vision tower's size (Q Kᵀ, P V: 256 x 256 x 64) and GELU, SiLU-and-multiply and
-#     softmax: the portable C (FB_KERNELS=scalar) against NEON, each from 1 and 3 repeats.
+#   attention's f32 products at the vision tower's size (Q Kᵀ, P V: 256 x 256 x 64), decode attention over f32 and
+#     f16 caches, and GELU, SiLU-and-multiply and softmax: the portable C (FB_KERNELS=scalar) against NEON, each from 1
+#     and 3 repeats.
 # Needs what scripts/test-arm.sh needs; builds in a temporary folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,12 @@ echo "attention's f32 products (256 x 256 x 64), instructions per multiply-add"
 for op in qk pv; do
     for kernels in scalar neon; do
         per "$op $kernels" "$(count cortex-a53 $kernels "" $op 1)" "$(count cortex-a53 $kernels "" $op 3)" $((2 * 256 * 256 * 64))
+    done
+done
+echo "decode attention (2 heads of 64, 2048 positions; f32 and f16 cache), instructions per multiply-add"
+for op in attend attend16; do
+    for kernels in scalar neon; do
+        per "$op $kernels" "$(count cortex-a53 $kernels "" $op 1)" "$(count cortex-a53 $kernels "" $op 3)" $((2 * 2 * 2048 * 64 * 2))
     done
 done
 echo "element-wise ops, instructions per element"

@@ -136,6 +136,7 @@ float fb_dot(const float *a, const float *b, size_t n) {
 void fb_attend(const float *q, size_t groups, size_t hd, const float *keys, const float *values, size_t ld, size_t n,
                float scale, float *scores, float *out) {
     if (hd % 8 == 0) SIMD(fb__attend_avx2(q, groups, hd, keys, values, ld, n, scale, scores, out));
+    if (hd % 8 == 0) NEON(fb__attend_neon(q, groups, hd, keys, values, ld, n, scale, scores, out));
     for (size_t j = 0; j < n; j++)
         for (size_t g = 0; g < groups; g++) scores[g * n + j] = scale * fb_dot(q + g * hd, keys + j * ld, hd);
     for (size_t g = 0; g < groups; g++) fb_softmax(scores + g * n, n);
@@ -151,6 +152,7 @@ void fb_attend(const float *q, size_t groups, size_t hd, const float *keys, cons
 void fb_attend_f16(const float *q, size_t groups, size_t hd, const uint16_t *keys, const uint16_t *values, size_t ld,
                    size_t n, float scale, float *scores, float *out) {
     if (hd % 8 == 0) SIMD(fb__attend_f16_avx2(q, groups, hd, keys, values, ld, n, scale, scores, out));
+    if (hd % 8 == 0) NEON(fb__attend_f16_neon(q, groups, hd, keys, values, ld, n, scale, scores, out));
     float row[ATTEND_ROW];
     for (size_t i = 0; i < groups * n; i++) scores[i] = 0.0f;
     for (size_t j = 0; j < n; j++)

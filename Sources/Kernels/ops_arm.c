@@ -1,6 +1,6 @@
 // NEON versions of the element-wise operations whose libm calls dominate them on AArch64 (ops.c dispatches to them
 // when fb_matmul's path is not "scalar"): GELU (tanh form), SiLU-and-multiply and softmax, i.e. the vision tower's
-// MLP and attention and the decoder's MLP. Same formulas and the same exp polynomial as ops_x86.c (Cephes-style, max
+// MLP and attention and the decoder's MLP; and decode attention over the KV cache (at the end). Same formulas and the same exp polynomial as ops_x86.c (Cephes-style, max
 // error ~2 ulp over the range used); the softmax sum stays in double. Executed instructions per element under qemu
 // (scripts/arm-insns.sh), portable with libm -> here: GELU 117 -> 11, SiLU 40 -> 10.5, softmax 46 -> 14.6.
 #include "ops_internal.h"
@@ -99,6 +99,121 @@ void fb__softmax_neon(float *x, size_t n) {
     const float inv = (float)(1.0 / sum);
     for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vmulq_n_f32(vld1q_f32(x + i), inv));
     for (; i < n; i++) x[i] *= inv;
+}
+
+// ---- decode attention (fb_attend, fb_attend_f16 for head sizes that are multiples of 8) ----------------------------
+// As the AVX2 kernels do: query heads in pairs, so that each cached key and value row is read (and, from an f16 cache,
+// widened with FCVTL) once for both; the weighted sum of the values in blocks of 32 dimensions, its accumulators in
+// registers across all positions.
+
+// 8 cached values at row + i (f32 or f16) as two float vectors.
+static inline __attribute__((always_inline)) void load8(const int F16, const void *row, size_t i, float32x4_t *lo,
+                                                       float32x4_t *hi) {
+    if (F16) {
+        const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16((const uint16_t *)row + i));
+        *lo = vcvt_f32_f16(vget_low_f16(h));
+        *hi = vcvt_high_f32_f16(h);
+    } else {
+        *lo = vld1q_f32((const float *)row + i);
+        *hi = vld1q_f32((const float *)row + i + 4);
+    }
+}
+
+// o0 (o1) [i0, i0 + 8 NB) = sum_j s0 (s1)[j] * values[j][i0 ..].
+static inline __attribute__((always_inline)) void weighted(const int F16, const int TWO, const int NB, const void *values,
+                                                          size_t row_bytes, size_t n, const float *s0, const float *s1,
+                                                          size_t i0, float *o0, float *o1) {
+    float32x4_t c0[8], c1[8];
+    for (int b = 0; b < 2 * NB; b++) c0[b] = c1[b] = vdupq_n_f32(0.0f);
+    for (size_t j = 0; j < n; j++) {
+        const void *v = (const char *)values + j * row_bytes;
+        const float p0 = s0[j], p1 = TWO ? s1[j] : 0.0f;
+        for (int b = 0; b < NB; b++) {
+            float32x4_t lo, hi;
+            load8(F16, v, i0 + 8 * (size_t)b, &lo, &hi);
+            c0[2 * b] = vfmaq_n_f32(c0[2 * b], lo, p0);
+            c0[2 * b + 1] = vfmaq_n_f32(c0[2 * b + 1], hi, p0);
+            if (TWO) {
+                c1[2 * b] = vfmaq_n_f32(c1[2 * b], lo, p1);
+                c1[2 * b + 1] = vfmaq_n_f32(c1[2 * b + 1], hi, p1);
+            }
+        }
+    }
+    for (int b = 0; b < 2 * NB; b++) {
+        vst1q_f32(o0 + i0 + 4 * (size_t)b, c0[b]);
+        if (TWO) vst1q_f32(o1 + i0 + 4 * (size_t)b, c1[b]);
+    }
+}
+
+// One query head, or two sharing the cache rows (TWO), over positions 0..n-1.
+static inline __attribute__((always_inline)) void attend_heads(const int F16, const int TWO, const float *q0,
+                                                              const float *q1, size_t hd, const void *keys,
+                                                              const void *values, size_t ld, size_t n, float scale,
+                                                              float *s0, float *s1, float *o0, float *o1) {
+    const size_t row_bytes = ld * (F16 ? 2 : 4);
+    // Scores, 4 positions at a time: each 8 query values loaded serve 4 key rows.
+    size_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        float32x4_t a[4], b[4];
+        for (int p = 0; p < 4; p++) a[p] = b[p] = vdupq_n_f32(0.0f);
+        for (size_t i = 0; i < hd; i += 8) {
+            const float32x4_t q0l = vld1q_f32(q0 + i), q0h = vld1q_f32(q0 + i + 4);
+            const float32x4_t q1l = TWO ? vld1q_f32(q1 + i) : q0l, q1h = TWO ? vld1q_f32(q1 + i + 4) : q0h;
+            for (int p = 0; p < 4; p++) {
+                float32x4_t lo, hi;
+                load8(F16, (const char *)keys + (j + p) * row_bytes, i, &lo, &hi);
+                a[p] = vfmaq_f32(vfmaq_f32(a[p], lo, q0l), hi, q0h);
+                if (TWO) b[p] = vfmaq_f32(vfmaq_f32(b[p], lo, q1l), hi, q1h);
+            }
+        }
+        for (int p = 0; p < 4; p++) {
+            s0[j + p] = scale * vaddvq_f32(a[p]);
+            if (TWO) s1[j + p] = scale * vaddvq_f32(b[p]);
+        }
+    }
+    for (; j < n; j++) {
+        const void *k = (const char *)keys + j * row_bytes;
+        float32x4_t a0 = vdupq_n_f32(0.0f), b0 = a0;
+        for (size_t i = 0; i < hd; i += 8) {
+            float32x4_t lo, hi;
+            load8(F16, k, i, &lo, &hi);
+            a0 = vfmaq_f32(vfmaq_f32(a0, lo, vld1q_f32(q0 + i)), hi, vld1q_f32(q0 + i + 4));
+            if (TWO) b0 = vfmaq_f32(vfmaq_f32(b0, lo, vld1q_f32(q1 + i)), hi, vld1q_f32(q1 + i + 4));
+        }
+        s0[j] = scale * vaddvq_f32(a0);
+        if (TWO) s1[j] = scale * vaddvq_f32(b0);
+    }
+    fb__softmax_neon(s0, n);
+    if (TWO) fb__softmax_neon(s1, n);
+    size_t i0 = 0;
+    for (; i0 + 32 <= hd; i0 += 32) weighted(F16, TWO, 4, values, row_bytes, n, s0, s1, i0, o0, o1);
+    switch ((hd - i0) / 8) {
+    case 3: weighted(F16, TWO, 3, values, row_bytes, n, s0, s1, i0, o0, o1); break;
+    case 2: weighted(F16, TWO, 2, values, row_bytes, n, s0, s1, i0, o0, o1); break;
+    case 1: weighted(F16, TWO, 1, values, row_bytes, n, s0, s1, i0, o0, o1); break;
+    default: break;
+    }
+}
+
+static inline __attribute__((always_inline)) void attend(const int F16, const float *q, size_t groups, size_t hd,
+                                                        const void *keys, const void *values, size_t ld, size_t n,
+                                                        float scale, float *scores, float *out) {
+    size_t g = 0;
+    for (; g + 2 <= groups; g += 2)
+        attend_heads(F16, 1, q + g * hd, q + (g + 1) * hd, hd, keys, values, ld, n, scale, scores + g * n,
+                     scores + (g + 1) * n, out + g * hd, out + (g + 1) * hd);
+    if (g < groups)
+        attend_heads(F16, 0, q + g * hd, NULL, hd, keys, values, ld, n, scale, scores + g * n, NULL, out + g * hd, NULL);
+}
+
+void fb__attend_neon(const float *q, size_t groups, size_t hd, const float *keys, const float *values, size_t ld,
+                     size_t n, float scale, float *scores, float *out) {
+    attend(0, q, groups, hd, keys, values, ld, n, scale, scores, out);
+}
+
+void fb__attend_f16_neon(const float *q, size_t groups, size_t hd, const uint16_t *keys, const uint16_t *values,
+                         size_t ld, size_t n, float scale, float *scores, float *out) {
+    attend(1, q, groups, hd, keys, values, ld, n, scale, scores, out);
 }
 
 #else

@@ -21,6 +21,11 @@ void fb__attend_f16_avx2(const float *q, size_t groups, size_t hd, const uint16_
 void fb__gelu_tanh_neon(float *x, size_t n);
 void fb__silu_mul_neon(const float *a, const float *b, float *y, size_t n);
 void fb__softmax_neon(float *x, size_t n);
+// fb_attend / fb_attend_f16 for hd a multiple of 8.
+void fb__attend_neon(const float *q, size_t groups, size_t hd, const float *keys, const float *values, size_t ld,
+                     size_t n, float scale, float *scores, float *out);
+void fb__attend_f16_neon(const float *q, size_t groups, size_t hd, const uint16_t *keys, const uint16_t *values,
+                         size_t ld, size_t n, float scale, float *scores, float *out);
 #endif
 
 // Nonzero when the SIMD element-wise ops may be used (x86: AVX2, FMA and F16C present; AArch64: always), and

@@ -1,6 +1,7 @@
 // fb_matmul on every kernel path this CPU offers, against the scalar path and a double-precision
 // reference, for every dtype and a range of shapes; the batched int8 route for q4 and q8 against its scalar
-// reference; fb_sgemm against double; fb_attend_f16 against fb_attend; the half-precision array conversions against the scalar ones.
+// reference; fb_sgemm, the element-wise ops and decode attention (f32 and f16 caches) against double or the scalar
+// path; the half-precision array conversions against the scalar ones.
 // Built outside SwiftPM, for the paths this machine kind cannot run natively: cross-compiled for AArch64 and run under
 // qemu-user by scripts/test-arm.sh (NEON, NEON dot product), and built with FB_EMULATE_X86 by
 // scripts/test-x86-emulated.sh (AVX2, AVX-VNNI, AVX-512, AVX-512 VNNI on SIMDe's definitions of the intrinsics:
@@ -368,35 +369,57 @@ static void check_ops(const char **paths, int npaths) {
     }
 }
 
-// fb_attend_f16 (decode attention over a binary16 cache; on AArch64 the rows are widened with FCVTL) against fb_attend
-// over the same values widened by fb_f16_to_f32: widening is exact both ways, so the two differ only by the order of
-// float sums (hd > 64 is summed in blocks of 64): 1e-5 of the largest |v|.
-static void check_attend_f16(void) {
-    const size_t cases[][3] = {{2, 64, 300}, {1, 72, 17}, {3, 7, 5}};  // groups, hd, positions
-    for (size_t ci = 0; ci < 3; ci++) {
+// fb_attend and fb_attend_f16 (decode attention for the query heads that share one key/value head, over an f32 and a
+// binary16 cache) on every path against a double-precision reference: one to five query heads (the SIMD kernels take
+// them in pairs), head sizes with every 8-value tail of their 32-value blocks and one not a multiple of 8 (the
+// portable code), one position, a few and many, strided rows. The f16 reference reads the widened cache values (exact),
+// so both get the same bound: 1e-5 of the largest |v| (float sums of at most 600 softmax-weighted rows).
+static void check_attend(const char **paths, int npaths) {
+    const size_t cases[][3] = {{2, 64, 300}, {1, 72, 17}, {3, 7, 5}, {5, 40, 1}, {2, 136, 9}, {4, 64, 600}};  // groups, hd, n
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const size_t groups = cases[ci][0], hd = cases[ci][1], n = cases[ci][2], ld = 2 * hd + 3;
         float *q = malloc(groups * hd * sizeof(float)), *kf = malloc(n * ld * sizeof(float)),
               *vf = malloc(n * ld * sizeof(float)), *scores = malloc(groups * n * sizeof(float)),
-              *ref = malloc(groups * hd * sizeof(float)), *out = malloc(groups * hd * sizeof(float));
+              *out = malloc(groups * hd * sizeof(float));
+        double *ref = calloc(groups * hd, sizeof(double)), *s = malloc(n * sizeof(double));
         uint16_t *kh = malloc(n * ld * 2), *vh = malloc(n * ld * 2);
-        float vmax = 0;
+        double vmax = 0;
         for (size_t i = 0; i < groups * hd; i++) q[i] = normal();
         for (size_t i = 0; i < n * ld; i++) {
             kh[i] = fb_f32_to_f16(normal());
             vh[i] = fb_f32_to_f16(normal());
-            kf[i] = fb_f16_to_f32(kh[i]);
+            kf[i] = fb_f16_to_f32(kh[i]);  // the same values in both caches, so one reference serves both
             vf[i] = fb_f16_to_f32(vh[i]);
-            vmax = fabsf(vf[i]) > vmax ? fabsf(vf[i]) : vmax;
+            vmax = fmax(vmax, fabs(vf[i]));
         }
         const float scale = 1.0f / sqrtf((float)hd);
-        fb_attend(q, groups, hd, kf, vf, ld, n, scale, scores, ref);
-        fb_attend_f16(q, groups, hd, kh, vh, ld, n, scale, scores, out);
-        for (size_t i = 0; i < groups * hd; i++) {
-            checks++;
-            if (!(fabsf(out[i] - ref[i]) <= 1e-5f * vmax))
-                FAIL("fb_attend_f16 groups %zu hd %zu n %zu, i %zu: %g vs %g", groups, hd, n, i, out[i], ref[i]);
+        for (size_t g = 0; g < groups; g++) {
+            double m = -INFINITY, sum = 0;
+            for (size_t j = 0; j < n; j++) {
+                double d = 0;
+                for (size_t i = 0; i < hd; i++) d += (double)q[g * hd + i] * kf[j * ld + i];
+                s[j] = scale * d;
+                m = fmax(m, s[j]);
+            }
+            for (size_t j = 0; j < n; j++) sum += (s[j] = exp(s[j] - m));
+            for (size_t j = 0; j < n; j++)
+                for (size_t i = 0; i < hd; i++) ref[g * hd + i] += s[j] / sum * vf[j * ld + i];
         }
-        free(q), free(kf), free(vf), free(scores), free(ref), free(out), free(kh), free(vh);
+        for (int p = 0; p < npaths; p++) {
+            fb_kernels_select(paths[p]);
+            for (int f16 = 0; f16 < 2; f16++) {
+                for (size_t i = 0; i < groups * hd; i++) out[i] = NAN;
+                if (f16) fb_attend_f16(q, groups, hd, kh, vh, ld, n, scale, scores, out);
+                else fb_attend(q, groups, hd, kf, vf, ld, n, scale, scores, out);
+                for (size_t i = 0; i < groups * hd; i++) {
+                    checks++;
+                    if (!(fabs(out[i] - ref[i]) <= 1e-5 * vmax))
+                        FAIL("%s fb_attend%s groups %zu hd %zu n %zu, i %zu: %g vs %g", paths[p], f16 ? "_f16" : "", groups,
+                             hd, n, i, out[i], ref[i]);
+                }
+            }
+        }
+        free(q), free(kf), free(vf), free(scores), free(out), free(ref), free(s), free(kh), free(vh);
     }
 }
 
@@ -473,8 +496,8 @@ int main(int argc, char **argv) {
     check_int8_route(paths, npaths);
     check_sgemm(paths, npaths);
     check_ops(paths, npaths);
+    check_attend(paths, npaths);
     fb_kernels_select(def);
-    check_attend_f16();
     check_half_arrays();
 
     const double rel = int8_ref2 > 0 ? sqrt(int8_err2 / int8_ref2) : 0;

@@ -3,6 +3,7 @@
 //   product qk|pv REPEATS         attention's f32 products at the vision tower's size (256 queries and keys, head
 //                                 size 64), Q Kᵀ or P V, REPEATS times
 //   product gelu|silu|softmax REPEATS   the element-wise op over 65536 values (softmax in rows of 256), REPEATS times
+//   product attend|attend16 REPEATS     decode attention, 2 query heads of 64 over 2048 cached positions (f32 / f16)
 // FB_KERNELS / FB_BATCHED choose the path and route.
 #include "Batched.h"
 #include "Kernels.h"
@@ -33,7 +34,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc != 3) {
-        fprintf(stderr, "usage: %s q4|q8 ROWS COLS N  |  %s qk|pv|gelu|silu|softmax REPEATS\n", argv[0], argv[0]);
+        fprintf(stderr, "usage: %s q4|q8 ROWS COLS N  |  %s qk|pv|gelu|silu|softmax|attend|attend16 REPEATS\n", argv[0],
+                argv[0]);
         return 2;
     }
     const int repeats = atoi(argv[2]);
@@ -46,6 +48,20 @@ int main(int argc, char **argv) {
             else fb_sgemm(0, t, hd, t, 1, a, t, b, hd, 0, c, hd);                           // [t, t] x [t, hd]
         }
         printf("path %s %g\n", fb_kernels_name(), c[5]);
+        return 0;
+    }
+    if (!strcmp(what, "attend") || !strcmp(what, "attend16")) {
+        const size_t groups = 2, hd = 64, n = 2048, ld = 8 * hd;
+        float *q = malloc(groups * hd * sizeof(float)), *k = malloc(n * ld * sizeof(float)), *v = malloc(n * ld * sizeof(float));
+        float *scores = malloc(groups * n * sizeof(float)), *out = malloc(groups * hd * sizeof(float));
+        uint16_t *kh = malloc(n * ld * 2), *vh = malloc(n * ld * 2);
+        for (size_t i = 0; i < groups * hd; i++) q[i] = value(i, 7u);
+        for (size_t i = 0; i < n * ld; i++) k[i] = value(i, 5u), v[i] = value(i, 3u), kh[i] = fb_f32_to_f16(k[i]), vh[i] = fb_f32_to_f16(v[i]);
+        for (int r = 0; r < repeats; r++) {
+            if (!strcmp(what, "attend16")) fb_attend_f16(q, groups, hd, kh, vh, ld, n, 0.125f, scores, out);
+            else fb_attend(q, groups, hd, k, v, ld, n, 0.125f, scores, out);
+        }
+        printf("path %s %g\n", fb_kernels_name(), out[3]);
         return 0;
     }
     const size_t n = 1 << 16;
