@@ -78,7 +78,7 @@ static void *grow(void *p, size_t *cap, size_t bytes) {
     return q;
 }
 
-__attribute__((unused)) static float *thread_pack_buffer(size_t floats) {  // unused where no GEMM is built
+__attribute__((unused)) static float *thread_pack_buffer(size_t floats) {  // unused where no SIMD GEMM is built
     pthread_once(&pack_key_once, make_pack_key);
     thread_pack *t = pthread_getspecific(pack_key);
     if (!t) {
@@ -92,36 +92,45 @@ __attribute__((unused)) static float *thread_pack_buffer(size_t floats) {  // un
 
 // ---- fb_sgemm --------------------------------------------------------------------------------------------------
 
+// c[i*ldc + j] *= f for i < m, j < n.
+static void scale_c(float *c, size_t ldc, size_t m, size_t n, float f) {
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) c[i * ldc + j] *= f;
+}
+
+// c (+)= A B on the kernel path's GEMM (AVX2 or NEON); 0 where there is none (the scalar path, other CPUs).
+static int simd_sgemm(int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
+                      float *c, size_t ldc, int accumulate) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (!fb__cpu_has_avx2()) return 0;
+    // c[i][j] = sum_k a[i][k] B(k, j): "tokens" are the rows of a, "weight rows" the columns of c.
+    const fb_source src = {.type = FB_F32, .rows = n, .cols = k, .stride = ldb, .transposed = !trans_b, .f32 = b};
+    const size_t nc = gemm_nc, kc = gemm_kc;
+    float *pack = thread_pack_buffer(fb__gemm_pack_floats(nc, kc));
+    for (size_t r = 0; r < n; r += nc)
+        fb__gemm_block_avx2(&src, a, lda, m, c, ldc, r, n - r < nc ? n : r + nc, kc, pack, accumulate);
+    return 1;
+#elif defined(__aarch64__)
+    if (strcmp(fb_kernels_name(), "scalar") == 0) return 0;
+    fb__sgemm_neon(trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate, thread_pack_buffer(fb__sgemm_pack_floats()));
+    return 1;
+#else
+    (void)trans_b, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)c, (void)ldc, (void)accumulate;
+    return 0;
+#endif
+}
+
 void fb_sgemm(int trans_b, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b,
               size_t ldb, float beta, float *c, size_t ldc) {
     if (m == 0 || n == 0) return;
     pthread_once(&tune_once, tune_init);
-    if (beta != 0.0f && beta != 1.0f)
-        for (size_t i = 0; i < m; i++)
-            for (size_t j = 0; j < n; j++) c[i * ldc + j] *= beta;
+    if (beta != 0.0f && beta != 1.0f) scale_c(c, ldc, m, n, beta);
     const int accumulate = beta != 0.0f;
-#if defined(__x86_64__) || defined(_M_X64)
-    if (fb__cpu_has_avx2() && (alpha == 1.0f || !accumulate) && k > 0) {
-        // c[i][j] = sum_k a[i][k] B(k, j): "tokens" are the rows of a, "weight rows" the columns of c.
-        const fb_source src = {.type = FB_F32, .rows = n, .cols = k, .stride = ldb, .transposed = !trans_b, .f32 = b};
-        const size_t nc = gemm_nc, kc = gemm_kc;
-        float *pack = thread_pack_buffer(fb__gemm_pack_floats(nc, kc));
-        for (size_t r = 0; r < n; r += nc)
-            fb__gemm_block_avx2(&src, a, lda, m, c, ldc, r, n - r < nc ? n : r + nc, kc, pack, accumulate);
-        if (alpha != 1.0f)
-            for (size_t i = 0; i < m; i++)
-                for (size_t j = 0; j < n; j++) c[i * ldc + j] *= alpha;
+    // The SIMD GEMMs add A B to c or overwrite it; alpha comes after, so it must be 1 when they add.
+    if ((alpha == 1.0f || !accumulate) && k > 0 && simd_sgemm(trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate)) {
+        if (alpha != 1.0f) scale_c(c, ldc, m, n, alpha);
         return;
     }
-#elif defined(__aarch64__)
-    if (strcmp(fb_kernels_name(), "scalar") != 0 && (alpha == 1.0f || !accumulate) && k > 0) {
-        fb__sgemm_neon(trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate, thread_pack_buffer(fb__sgemm_pack_floats()));
-        if (alpha != 1.0f)
-            for (size_t i = 0; i < m; i++)
-                for (size_t j = 0; j < n; j++) c[i * ldc + j] *= alpha;
-        return;
-    }
-#endif
     // Portable: dot products (B transposed) or row updates (B as is), both of which the compiler vectorizes.
     for (size_t i = 0; i < m; i++) {
         float *ci = c + i * ldc;

@@ -1,5 +1,5 @@
 // x86 parts of the batched products (batched.c): activation quantization (AVX2) and the packed int8 GEMMs for q4 and
-// q8 weights on AVX2, AVX-VNNI and AVX-512 VNNI (layout and driver: batched_internal.h, batched.c). Per-function
+// q8 weights on AVX2, AVX-VNNI, AVX-512 and AVX-512 VNNI (layout and driver: batched_internal.h, batched.c). Per-function
 // target attributes, chosen at run time.
 #include "batched_internal.h"
 

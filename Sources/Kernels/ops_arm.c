@@ -1,7 +1,8 @@
 // NEON versions of the element-wise operations whose libm calls dominate them on AArch64 (ops.c dispatches to them
 // when fb_matmul's path is not "scalar"): GELU (tanh form), SiLU-and-multiply and softmax, i.e. the vision tower's
-// MLP and attention and the decoder's MLP; and decode attention over the KV cache (at the end). Same formulas and the same exp polynomial as ops_x86.c (Cephes-style, max
-// error ~2 ulp over the range used); the softmax sum stays in double. Executed instructions per element under qemu
+// MLP and attention and the decoder's MLP; and decode attention over the KV cache (at the end). Same formulas and the
+// same exp polynomial as ops_x86.c (Cephes-style, max error ~2 ulp over the range used); the softmax sum stays in
+// double. Executed instructions per element under qemu
 // (scripts/arm-insns.sh), portable with libm -> here: GELU 117 -> 11, SiLU 40 -> 10.5, softmax 46 -> 14.6.
 #include "ops_internal.h"
 
@@ -145,12 +146,14 @@ static inline __attribute__((always_inline)) void weighted(const int F16, const 
     }
 }
 
-// One query head, or two sharing the cache rows (TWO), over positions 0..n-1.
-static inline __attribute__((always_inline)) void attend_heads(const int F16, const int TWO, const float *q0,
-                                                              const float *q1, size_t hd, const void *keys,
-                                                              const void *values, size_t ld, size_t n, float scale,
-                                                              float *s0, float *s1, float *o0, float *o1) {
+// One query head, or two sharing the cache rows (TWO: the next head's query, scores and output follow the first's),
+// over positions 0..n-1.
+static inline __attribute__((always_inline)) void attend_heads(const int F16, const int TWO, const float *q0, size_t hd,
+                                                              const void *keys, const void *values, size_t ld, size_t n,
+                                                              float scale, float *s0, float *o0) {
     const size_t row_bytes = ld * (F16 ? 2 : 4);
+    const float *q1 = q0 + hd;
+    float *s1 = s0 + n, *o1 = o0 + hd;
     // Scores, 4 positions at a time: each 8 query values loaded serve 4 key rows.
     size_t j = 0;
     for (; j + 4 <= n; j += 4) {
@@ -200,10 +203,8 @@ static inline __attribute__((always_inline)) void attend(const int F16, const fl
                                                         float scale, float *scores, float *out) {
     size_t g = 0;
     for (; g + 2 <= groups; g += 2)
-        attend_heads(F16, 1, q + g * hd, q + (g + 1) * hd, hd, keys, values, ld, n, scale, scores + g * n,
-                     scores + (g + 1) * n, out + g * hd, out + (g + 1) * hd);
-    if (g < groups)
-        attend_heads(F16, 0, q + g * hd, NULL, hd, keys, values, ld, n, scale, scores + g * n, NULL, out + g * hd, NULL);
+        attend_heads(F16, 1, q + g * hd, hd, keys, values, ld, n, scale, scores + g * n, out + g * hd);
+    if (g < groups) attend_heads(F16, 0, q + g * hd, hd, keys, values, ld, n, scale, scores + g * n, out + g * hd);
 }
 
 void fb__attend_neon(const float *q, size_t groups, size_t hd, const float *keys, const float *values, size_t ld,
