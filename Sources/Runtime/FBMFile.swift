@@ -91,7 +91,7 @@ public final class FBMFile {
         // Tensors read or decompressed from the file all live in one arena (see WeightArena).
         let tensors = header.tensors
         var offsets: [Int] = []
-        offsets.reserveCapacity(tensors.count + 1)
+        offsets.reserveCapacity(tensors.count)
         var arenaBytes = 0
         for t in tensors {
             offsets.append(arenaBytes)

@@ -101,8 +101,10 @@ public final class LazyFloatBuffer: @unchecked Sendable {
 /// times slower). Returns what is wrong, or nil.
 public enum KernelEnvironment {
     /// The kernel sets this CPU runs, in order of preference ("scalar, avx2", ...).
-    public static var runnableKernelSets: String {
-        String(cString: fb_kernels_list(1)).replacingOccurrences(of: ",", with: ", ")
+    public static var runnableKernelSets: String { kernelSets(runnableOnly: true) }
+
+    private static func kernelSets(runnableOnly: Bool) -> String {
+        String(cString: fb_kernels_list(runnableOnly ? 1 : 0)).replacingOccurrences(of: ",", with: ", ")
     }
 
     public static func problem(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
@@ -112,8 +114,7 @@ public enum KernelEnvironment {
             case 0:
                 return "FB_KERNELS=\(name): this CPU cannot run that kernel set (it runs: \(runnableKernelSets))"
             default:
-                return "FB_KERNELS=\(name): no such kernel set (this build has: " +
-                    String(cString: fb_kernels_list(0)).replacingOccurrences(of: ",", with: ", ") + ")"
+                return "FB_KERNELS=\(name): no such kernel set (this build has: \(kernelSets(runnableOnly: false)))"
             }
         }
         if let route = environment["FB_BATCHED"], !route.isEmpty, fb_batched_check(route) != 0 {

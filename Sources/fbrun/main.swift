@@ -127,12 +127,13 @@ func runGenerate(_ args: [String]) throws {
     sampling.seed = UInt64(try a.int("seed", default: Int(Date().timeIntervalSince1970 * 1000), range: 0...Int.max)!)
     let maxTokens = try a.int("max-tokens", default: 256, range: 1...1_000_000)!
     let context = try a.int("ctx", default: 4096, range: 16...1_048_576)!
+    let kvCache = try kvCacheType(a)
 
     let threadCount = try threads(a)
     let model = try LoadedModel(path: path, verify: !a.flag("no-verify"), threads: threadCount)
     let image = try encodedImage(a, model)
     let ids = a.flag("raw") ? model.tokenizer.encode(prompt, addBOS: false) : model.chatPromptIds(question: prompt, withImage: image != nil)
-    let generator = TextGenerator(model: model, contextLength: context, threads: threadCount, kvCache: try kvCacheType(a))
+    let generator = TextGenerator(model: model, contextLength: context, threads: threadCount, kvCache: kvCache)
     try generator.setImage(grid: image?.grid)
     var decoder = model.tokenizer.makeStreamingDecoder(skipSpecialTokens: true)
     var generated: [Int32] = []
@@ -175,6 +176,7 @@ func runLogits(_ args: [String]) throws {
     guard a.has("prompt") != a.has("prompt-ids") else {
         throw UsageError("give exactly one of --prompt and --prompt-ids", command: a.command)
     }
+    let kvCache = try kvCacheType(a)
     let threadCount = try threads(a)
     let model = try LoadedModel(path: path, verify: !a.flag("no-verify"), threads: threadCount)
     let image = try encodedImage(a, model)
@@ -187,7 +189,7 @@ func runLogits(_ args: [String]) throws {
     }
     guard !ids.isEmpty else { throw UsageError("no tokens to run", command: a.command) }
     let context = try a.int("ctx", default: max(4096, ids.count), range: 16...1_048_576)!
-    let generator = TextGenerator(model: model, contextLength: context, threads: threadCount, kvCache: try kvCacheType(a))
+    let generator = TextGenerator(model: model, contextLength: context, threads: threadCount, kvCache: kvCache)
     try generator.setImage(grid: image?.grid)
     let logits = a.flag("incremental") ? try generator.incrementalLogits(ids) : try generator.allLogits(ids)
     try NumpyArray(float32: logits, shape: [ids.count, model.config.text.vocabSize]).write(to: output)
