@@ -214,8 +214,9 @@ void fb__i8_packed(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, 
     // L1/L2, and the step's activations stay in L2 across the block's panels.
     for (size_t t = 0; t < a->n; t += FB__PK_STEP) {
         const size_t te = a->n - t < FB__PK_STEP ? a->n : t + FB__PK_STEP;
-        for (size_t j = 0; j < panels; j++) {
-            const size_t rb = r0 + j * FB__PK_ROWS, nr = r1 - rb < FB__PK_ROWS ? r1 - rb : FB__PK_ROWS;
+        for (size_t j = 0; j < panels; j += (size_t)kernel->panels) {
+            const size_t rows = (size_t)kernel->panels * FB__PK_ROWS, rb = r0 + j * FB__PK_ROWS;
+            const size_t nr = r1 - rb < rows ? r1 - rb : rows;
             kernel->tokens(ng, quants + j * ng * FB__PK_GROUP_BYTES, scales + j * ng * FB__PK_ROWS, a, t, te, y + rb, ldy, nr);
         }
     }

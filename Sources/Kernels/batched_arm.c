@@ -266,10 +266,10 @@ static void q8_panel_tokens_neon(size_t ng, const uint8_t *panel, const float *s
     panel_tokens_neon(1, ng, panel, scales, a, t0, t1, y, ldy, nr);
 }
 
-const fb__pk_kernel fb__pk_dotprod_q4 = {pack_q4_panel, q4_panel_tokens};
-const fb__pk_kernel fb__pk_dotprod_q8 = {pack_q8_panel, q8_panel_tokens};
-const fb__pk_kernel fb__pk_neon_q4 = {pack_q4_panel, q4_panel_tokens_neon};
-const fb__pk_kernel fb__pk_neon_q8 = {pack_q8_panel, q8_panel_tokens_neon};
+const fb__pk_kernel fb__pk_dotprod_q4 = {pack_q4_panel, q4_panel_tokens, 1};
+const fb__pk_kernel fb__pk_dotprod_q8 = {pack_q8_panel, q8_panel_tokens, 1};
+const fb__pk_kernel fb__pk_neon_q4 = {pack_q4_panel, q4_panel_tokens_neon, 1};
+const fb__pk_kernel fb__pk_neon_q8 = {pack_q8_panel, q8_panel_tokens_neon, 1};
 
 #else
 typedef int fb_batched_arm_unused;

@@ -53,10 +53,13 @@ typedef void (*fb__pk_pack_fn)(const fb_matrix *w, size_t r0, size_t r1, uint8_t
 typedef void (*fb__pk_tokens_fn)(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
                                  size_t t1, float *y, size_t ldy, size_t nr);
 size_t fb__i8_pack_bytes(size_t rows, size_t cols);
-// An instruction set's pair of packed-kernel functions for one weight type.
+// An instruction set's pair of packed-kernel functions for one weight type. `panels` is how many adjacent panels one
+// `tokens` call covers: 1, or 2 (the second one's groups ng * FB__PK_GROUP_BYTES bytes on and its scales ng *
+// FB__PK_ROWS floats on; nr up to 2 * FB__PK_ROWS, and a call with nr <= FB__PK_ROWS reads only the first panel).
 typedef struct {
     fb__pk_pack_fn pack_panel;
     fb__pk_tokens_fn tokens;
+    int panels;
 } fb__pk_kernel;
 void fb__i8_packed(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1, void *pack,
                    const fb__pk_kernel *kernel);

@@ -165,14 +165,14 @@ _Static_assert(PK_TOKENS == 6 && FB__PK_STEP % PK_TOKENS == 0, "micro-tiles must
 #define PVNNI 1
 #include "batched_x86_tile512.h"
 
-const fb__pk_kernel fb__pk_avx2_q4 = {pack_q4_panel, a2_q4_tokens};
-const fb__pk_kernel fb__pk_avx2_q8 = {pack_q8_panel, a2_q8_tokens};
-const fb__pk_kernel fb__pk_avx_vnni_q4 = {pack_q4_panel, avx_vnni_q4_tokens};
-const fb__pk_kernel fb__pk_avx_vnni_q8 = {pack_q8u_panel, avx_vnni_q8_tokens};
-const fb__pk_kernel fb__pk_avx512_q4 = {pack_q4_panel, avx512_q4_tokens};
-const fb__pk_kernel fb__pk_avx512_q8 = {pack_q8_panel, avx512_q8_tokens};
-const fb__pk_kernel fb__pk_avx512_vnni_q4 = {pack_q4_panel, avx512_vnni_q4_tokens};
-const fb__pk_kernel fb__pk_avx512_vnni_q8 = {pack_q8u_panel, avx512_vnni_q8_tokens};
+const fb__pk_kernel fb__pk_avx2_q4 = {pack_q4_panel, a2_q4_tokens, 1};
+const fb__pk_kernel fb__pk_avx2_q8 = {pack_q8_panel, a2_q8_tokens, 1};
+const fb__pk_kernel fb__pk_avx_vnni_q4 = {pack_q4_panel, avx_vnni_q4_tokens, 1};
+const fb__pk_kernel fb__pk_avx_vnni_q8 = {pack_q8u_panel, avx_vnni_q8_tokens, 1};
+const fb__pk_kernel fb__pk_avx512_q4 = {pack_q4_panel, avx512_q4_tokens, 1};
+const fb__pk_kernel fb__pk_avx512_q8 = {pack_q8_panel, avx512_q8_tokens, 1};
+const fb__pk_kernel fb__pk_avx512_vnni_q4 = {pack_q4_panel, avx512_vnni_q4_tokens, 2};
+const fb__pk_kernel fb__pk_avx512_vnni_q8 = {pack_q8u_panel, avx512_vnni_q8_tokens, 2};
 
 #else
 typedef int fb_batched_x86_unused;

@@ -205,13 +205,16 @@ static void run_case(const test_case *tc, const char **paths, int npaths) {
 // VPDPBUSD): each path against the scalar int8 reference, which does the same integer sums, so they may differ only by
 // float rounding (1e-5 of sum |w x|). Also checks which route "auto" picks: int8 on every path but the scalar one.
 static void check_int8_route(const char **paths, int npaths) {
-    const size_t shapes[][2] = {{37, 256}, {150, 1024}};
+    // Rows: panels of 16 with a short last one, and for kernels that take two panels per call (AVX-512 VNNI) a last
+    // call of two full panels (37 = 32 + 5), of one and a part (57 = 32 + 25), or of more than one row chunk (150).
+    const size_t shapes[][2] = {{37, 256}, {150, 1024}, {57, 512}};
+    const size_t nshapes = sizeof shapes / sizeof shapes[0];
     const size_t tokens[] = {8, 11, 53};
     fb_pool *pool = fb_pool_create(2);
     fb_workspace *ws = fb_workspace_create();
-    for (size_t si = 0; si < 4; si++) {
-        const fb_dtype type = si < 2 ? FB_Q4 : FB_Q8;
-        const size_t rows = shapes[si % 2][0], cols = shapes[si % 2][1];
+    for (size_t si = 0; si < 2 * nshapes; si++) {
+        const fb_dtype type = si < nshapes ? FB_Q4 : FB_Q8;
+        const size_t rows = shapes[si % nshapes][0], cols = shapes[si % nshapes][1];
         float *w = malloc(rows * cols * sizeof(float)), *wd = malloc(rows * cols * sizeof(float));
         void *q = malloc(fb_quant_bytes(type, rows, cols));
         uint16_t *sc = malloc(fb_scale_bytes(type, rows, cols));
