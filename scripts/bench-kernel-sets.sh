@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Times every kernel set this CPU runs against the others in one run, so that the ratios between them are not
 # spoiled by a shared machine's drift between runs:
+#   0. the throughput ceilings of the int8 instructions on one core (scripts/bench-peak.sh);
 #   1. decode-shaped matrix-vector products (scripts/bench-matvec.sh, GB/s of weights, one thread);
 #   2. prefill-shaped int8 products (scripts/bench-gemm.sh, GFLOP/s, one thread);
 #   3. `fbrun bench` of real-size random-weight models (4 bits) under each set, at each thread count.
@@ -9,8 +10,9 @@
 #
 # -k limits step 3 to some of the sets (steps 1 and 2 always time them all).
 #
-# FB_BENCH_BIN=DIR takes fbrun, fbconvert, bench-gemm and bench-matvec from DIR instead of building them (for a
-# machine that has the binaries and their libraries but no toolchain). Models are made in work/ when missing.
+# FB_BENCH_BIN=DIR takes fbrun, fbconvert, bench-peak, bench-gemm and bench-matvec from DIR instead of building
+# them (for a machine that has the binaries and their libraries but no toolchain). Models are made in work/ when
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=1,4
@@ -37,6 +39,9 @@ fi
 sets=$("$bin/fbrun" --help | sed -n 's/.*this CPU runs: \([^)]*\)).*/\1/p' | tr -d ' ' | sed 's/^scalar,//')
 [ -n "$sets" ] || { echo "bench-kernel-sets: no SIMD kernel set found in fbrun --help" >&2; exit 1; }
 echo "== CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(nproc) CPUs; kernel sets: $sets"
+
+echo "== int8 instruction ceilings, 1 core"
+scripts/bench-peak.sh
 
 echo "== decode: matrix-vector, 1 thread (GB/s of weights; cold = from memory, hot = from cache)"
 scripts/bench-matvec.sh -t 1 -s 0.3 -p "$sets" q4:4608x1024 q4:1024x4608 q8:4608x1024
