@@ -134,7 +134,7 @@ A2 static void pack_q8u_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t 
 // registers + 1 broadcast (the 12 float accumulators, touched once per group, live on the stack); of 2x3, 2x4, 2x5,
 // 2x6, 1x4, 1x5, 1x6, this was fastest on Zen 3. q8: 1 block x 6 tokens = 6 i32 accumulators + the weights, their
 // absolute values, a broadcast, its signed copy and the 1s (2 blocks x 3 tokens measured ~10% slower). AVX-VNNI,
-// q4 and q8: 2 blocks x 6 tokens, 12 i32 accumulators (not tuned: no such CPU here).
+// q4 and q8: 2 blocks x 6 tokens, 12 i32 accumulators (timed once on a Sapphire Rapids core, README; not tuned).
 #define PK_TOKENS FB__XI_TOKENS
 _Static_assert(PK_TOKENS == 6 && FB__PK_STEP % PK_TOKENS == 0, "micro-tiles must start on the interleaved activation tiles");
 
