@@ -14,6 +14,17 @@
 #define PI static inline __attribute__((always_inline)) FB_TARGET(PT)
 #define PF static FB_TARGET(PT)
 
+// y[0..n) = v[0..n), n <= PK_ROWS (the rows of a panel that exist).
+PI void PX(store_rows)(float *y, __m512 v, size_t n) {
+    if (n == PK_ROWS) {
+        _mm512_storeu_ps(y, v);
+        return;
+    }
+    float tmp[PK_ROWS];
+    _mm512_storeu_ps(tmp, v);
+    for (size_t i = 0; i < n; i++) y[i] = tmp[i];
+}
+
 // y[t0 + k][the panel's nr rows] for k < NT, t0 starting a tile of the interleaved activations.
 PI void PX(tile)(const int Q8, const int NT, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
                  size_t t0, float *y, size_t ldy, size_t nr) {
@@ -68,16 +79,7 @@ PI void PX(tile)(const int Q8, const int NT, size_t ng, const uint8_t *panel, co
             acc[k] = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(dot32), _mm512_set1_ps(a->dx[i]), e), sc, acc[k]);
         }
     }
-    for (int k = 0; k < NT; k++) {
-        float *yt = y + (t0 + k) * ldy;
-        if (nr == PK_ROWS) {
-            _mm512_storeu_ps(yt, acc[k]);
-        } else {
-            float tmp[PK_ROWS];
-            _mm512_storeu_ps(tmp, acc[k]);
-            for (size_t i = 0; i < nr; i++) yt[i] = tmp[i];
-        }
-    }
+    for (int k = 0; k < NT; k++) PX(store_rows)(y + (t0 + k) * ldy, acc[k], nr);
 }
 
 #if PVNNI
@@ -118,13 +120,7 @@ PI void PX(tile2)(const int Q8, const int NT, size_t ng, const uint8_t *panel, c
     for (int k = 0; k < NT; k++) {
         float *yt = y + (t0 + k) * ldy;
         _mm512_storeu_ps(yt, acc[0][k]);
-        if (nr == 2 * PK_ROWS) {
-            _mm512_storeu_ps(yt + PK_ROWS, acc[1][k]);
-        } else {
-            float tmp[PK_ROWS];
-            _mm512_storeu_ps(tmp, acc[1][k]);
-            for (size_t i = PK_ROWS; i < nr; i++) yt[i] = tmp[i - PK_ROWS];
-        }
+        PX(store_rows)(yt + PK_ROWS, acc[1][k], nr - PK_ROWS);
     }
 }
 #define PK_TILE(NT)                                                                                              \

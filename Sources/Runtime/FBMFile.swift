@@ -258,7 +258,6 @@ final class WeightArena {
     deinit { munmap(mapped, mappedBytes) }
 }
 
-/// A heap buffer aligned to 64 bytes (SIMD loads, cache lines).
 /// Page-aligned scratch memory in its own mapping, so that freeing it gives it back to the system at once. The
 /// loader's per-thread buffers (as large as the largest stored tensor of a thread's run) came from malloc before:
 /// loading on 2 threads then raised the peak RSS of LFM2-350M q4 (512-token bench) from 256 to 270.5 MiB.
