@@ -47,11 +47,11 @@ final class QuantizationQualityTests: XCTestCase {
         let meanInt8 = int8.reduce(0, +) / Double(int8.count)
         print(String(format: "[quantization] mean relative RMS on 13 real matrices: q4 %.4f, Q4_0-style baseline %.4f, q8 %.4f",
                      meanOurs, meanBaseline, meanInt8))
-        // The documented figures (shared/NOTES.md): baseline 0.0897, an error-minimising scale ≈ 0.085.
+        // The documented figures (Tests/Fixtures/README.md): baseline 0.0897, an error-minimising scale ≈ 0.085.
         XCTAssertLessThan(meanOurs, meanBaseline, "q4 must reconstruct real weights better than the Q4_0-style baseline")
         XCTAssertLessThan(meanOurs, 0.088)
         XCTAssertGreaterThan(meanBaseline, 0.085, "the baseline itself looks wrong: it should be about 0.0897")
         for (a, b) in zip(ours, baseline) { XCTAssertLessThanOrEqual(a, b * 1.0001, "q4 lost to the baseline on one matrix") }
-        XCTAssertLessThan(meanInt8, 0.007)  // NOTES.md: Q8_0-style 0.0057
+        XCTAssertLessThan(meanInt8, 0.007)  // Tests/Fixtures/README.md: Q8_0-style 0.0057
     }
 }

@@ -1,21 +1,19 @@
 import Foundation
 import XCTest
+import TestSupport
 import Converter
 import Runtime
 
 /// S4 (SSMKernelDPLR) parameters -> FIR taps, checked against the tiny fixture's golden kernel
 /// (golden/s4_kernel.npy, what the authors' PyTorch code returns for L = 512) and against closed forms.
 final class S4KernelTests: XCTestCase {
-    /// Tests/ConverterTests/<this file> -> repo root -> ../shared/fixtures/firebolt-tiny
-    private static let fixture = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("../shared/fixtures/firebolt-tiny").standardizedFileURL
+    private static let fixture = URL(fileURLWithPath: Fixtures.tiny)
 
     private static let prefix = "model.fuser.fuser.model.s4.layer.kernel."
 
     private func fixtureParameters() throws -> S4Parameters {
         let path = Self.fixture.appendingPathComponent("model.safetensors").path
-        try XCTSkipUnless(FileManager.default.fileExists(atPath: path), "fixture missing: \(path)")
+        _ = try Fixtures.require(path)
         let st = try SafetensorsFile(path: path)
         func load(_ name: String) throws -> ([Double], [Int]) {
             (try st.floatArray(Self.prefix + name).map(Double.init), try st.shape(Self.prefix + name))

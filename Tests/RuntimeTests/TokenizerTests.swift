@@ -1,20 +1,18 @@
 import Foundation
 import Runtime
 import XCTest
+import TestSupport
 
 /// The byte-level BPE tokenizer against the tiny fixture's goldens (golden/tokenizer_cases.json, made with
 /// Hugging Face `tokenizers`), plus streaming decoding and error handling. Public API only.
 final class TokenizerTests: XCTestCase {
-    /// Tests/RuntimeTests/<this file> -> repo root -> ../shared/fixtures/firebolt-tiny
-    private static let fixture = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("../shared/fixtures/firebolt-tiny").standardizedFileURL
+    private static let fixture = URL(fileURLWithPath: Fixtures.tiny)
 
     private static var cachedTokenizer: Tokenizer?
 
     private func tokenizerData() throws -> Data {
         let path = Self.fixture.appendingPathComponent("tokenizer.json").path
-        try XCTSkipUnless(FileManager.default.fileExists(atPath: path), "fixture missing: \(path)")
+        _ = try Fixtures.require(path)
         return try Data(contentsOf: URL(fileURLWithPath: path))
     }
 
@@ -27,7 +25,7 @@ final class TokenizerTests: XCTestCase {
 
     private func golden() throws -> [String: Any] {
         let path = Self.fixture.appendingPathComponent("golden/tokenizer_cases.json").path
-        try XCTSkipUnless(FileManager.default.fileExists(atPath: path), "fixture missing: \(path)")
+        _ = try Fixtures.require(path)
         let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path)))
         return try XCTUnwrap(object as? [String: Any])
     }

@@ -1,7 +1,7 @@
 import Foundation
 import Runtime
 
-/// Where the shared fixtures are: `../shared/fixtures` beside the repository (as in CI's checkout).
+/// Where the fixtures are: `Tests/Fixtures` in the repository (see its README for where each came from).
 public enum Fixtures {
     public static let repositoryRoot: URL = {
         var url = URL(fileURLWithPath: #filePath)  // Tests/Support/TestSupport.swift
@@ -9,12 +9,26 @@ public enum Fixtures {
         return url
     }()
 
-    public static let root = repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared/fixtures").path
+    public static let root = repositoryRoot.appendingPathComponent("Tests/Fixtures").path
     public static let tiny = root + "/firebolt-tiny"
     public static let golden = tiny + "/golden"
     public static let realWeights = root + "/real-weights/minilm-l6-matrices.safetensors"
 
+    /// The trained shapes model a user would hold (released checkpoint layout), and its held-out questions.
+    public static let shapesModel = repositoryRoot.appendingPathComponent("models/firebolt-shapes").path
+
+    /// `path`, or an error naming it: a missing fixture fails its test rather than skipping it.
+    public static func require(_ path: String) throws -> String {
+        guard FileManager.default.fileExists(atPath: path) else { throw FixtureMissing(path: path) }
+        return path
+    }
+
     public static func npy(_ name: String) throws -> NumpyArray { try NumpyArray(contentsOf: golden + "/" + name) }
+}
+
+public struct FixtureMissing: Error, CustomStringConvertible {
+    public let path: String
+    public var description: String { "fixture missing: \(path) (fixtures live in the repository)" }
 }
 
 /// A fresh temporary folder, removed by `cleanup()`.
