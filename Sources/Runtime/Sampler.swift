@@ -16,13 +16,18 @@ public struct SamplingOptions: Equatable {
 
     public init() {}
 
-    public static var greedy: SamplingOptions {
-        var o = SamplingOptions()
-        o.temperature = 0
-        o.repeatPenalty = 1
-        o.minP = 0
-        return o
+    /// The defaults for `temperature`: at 0 the pure argmax (no repeat penalty, no min-p), as greedy decoding is in
+    /// transformers and llama.cpp; otherwise the sampling defaults above. Options given explicitly go on top.
+    public init(temperature: Float) {
+        self.init()
+        self.temperature = temperature
+        if temperature <= 0 {
+            repeatPenalty = 1
+            minP = 0
+        }
     }
+
+    public static var greedy: SamplingOptions { SamplingOptions(temperature: 0) }
 }
 
 /// Picks the next token from logits. All buffers are allocated once, for the vocabulary size.

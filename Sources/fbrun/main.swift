@@ -18,7 +18,7 @@ let commonModelOptions: [OptionSpec] = [
 let generateSpec = CommandSpec(
     name: "fbrun",
     usage: "fbrun --model M.fbm --prompt \"…\" [--image I] [--max-tokens N] [--temperature T] [--seed S] [--threads N]\n" +
-        "       fbrun logits|tokenize|info --help",
+        "       fbrun logits|tokenize|info|bench|eval --help",
     summary: "Answers the prompt, streaming the text to stdout; timing and memory go to stderr at the end.",
     options: commonModelOptions + [
         .value("prompt", short: "p", "TEXT", "the question (put in the chat template unless --raw)"),
@@ -26,15 +26,15 @@ let generateSpec = CommandSpec(
         .value("max-image-pixels", "N", "refuse larger images (default 64000000)"),
         .flag("raw", "feed the prompt text as is, without the chat template"),
         .value("max-tokens", short: "n", "N", "stop after N generated tokens (default 256)"),
-        .value("temperature", "T", "0 = greedy; default 0.3"),
+        .value("temperature", "T", "0 = greedy (pure argmax: no penalty or filter unless given); default 0.3"),
         .value("top-k", "K", "keep the K most likely tokens (0 = off, default)"),
         .value("top-p", "P", "nucleus sampling threshold (1 = off, default)"),
-        .value("min-p", "P", "drop tokens below P × the top probability (default 0.15)"),
-        .value("repeat-penalty", "R", "penalty for tokens already present (1 = off; default 1.05)"),
+        .value("min-p", "P", "drop tokens below P × the top probability (default 0.15; 0 at --temperature 0)"),
+        .value("repeat-penalty", "R", "penalty for tokens already present (1 = off; default 1.05; 1 at --temperature 0)"),
         .value("seed", "S", "random seed for sampling (default: from the clock)"),
         .flag("json", "print one JSON object at the end instead of streaming"),
     ],
-    notes: "Subcommands: fbrun logits, fbrun tokenize, fbrun info, fbrun bench (each with --help).\n" +
+    notes: "Subcommands: fbrun logits, fbrun tokenize, fbrun info, fbrun bench, fbrun eval (each with --help).\n" +
         "Environment: FB_KERNELS=NAME forces a kernel set (this CPU runs: \(KernelEnvironment.runnableKernelSets)),\n" +
         "FB_BATCHED=auto|gemm|int8|off a route for the batched products, FB_HUGEPAGES=1 huge pages for the weights.")
 
@@ -118,8 +118,8 @@ func runGenerate(_ args: [String]) throws {
     let a = try ArgumentParser.parse(args, spec: generateSpec)
     let path = try requiredModel(a)
     guard let prompt = a.string("prompt") else { throw UsageError("--prompt is required", command: a.command) }
-    var sampling = SamplingOptions()
-    sampling.temperature = Float(try a.double("temperature", default: Double(sampling.temperature), range: 0...100)!)
+    let temperature = Float(try a.double("temperature", default: Double(SamplingOptions().temperature), range: 0...100)!)
+    var sampling = SamplingOptions(temperature: temperature)  // at 0 the argmax: no penalty unless given below
     sampling.topK = try a.int("top-k", default: sampling.topK, range: 0...1_000_000)!
     sampling.topP = Float(try a.double("top-p", default: Double(sampling.topP), range: 0...1)!)
     sampling.minP = Float(try a.double("min-p", default: Double(sampling.minP), range: 0...1)!)
@@ -225,7 +225,7 @@ ToolMain.run(tool: "fbrun") {
         throw UsageError(problem, command: "fbrun")
     }
     var args = Array(CommandLine.arguments.dropFirst())
-    let commands: [String: ([String]) throws -> Void] = ["logits": runLogits, "tokenize": runTokenize, "info": runInfo, "bench": runBench]
+    let commands: [String: ([String]) throws -> Void] = ["logits": runLogits, "tokenize": runTokenize, "info": runInfo, "bench": runBench, "eval": runEval]
     if let first = args.first, let command = commands[first] {
         args.removeFirst()
         try command(args)

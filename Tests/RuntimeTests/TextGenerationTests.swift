@@ -191,4 +191,20 @@ final class TextGenerationTests: XCTestCase {
         XCTAssertEqual(penalised.sample(&logits), 3)
         XCTAssertEqual(logits[1], 2.5)
     }
+
+    /// Temperature 0 means the argmax: the sampled runs' defaults (repeat penalty 1.05, min-p 0.15) are off, so a
+    /// token the prompt already holds still wins when its logit is highest.
+    func testTemperatureZeroDefaultsAreTheArgmax() {
+        let greedy = SamplingOptions(temperature: 0)
+        XCTAssertEqual(greedy, .greedy)
+        XCTAssertEqual(greedy.repeatPenalty, 1)
+        XCTAssertEqual(greedy.minP, 0)
+        let sampled = SamplingOptions(temperature: 0.7)
+        XCTAssertEqual(sampled.temperature, 0.7)
+        XCTAssertEqual(sampled.repeatPenalty, SamplingOptions().repeatPenalty)
+        var logits: [Float] = [1, 5, 4.9]
+        let sampler = Sampler(options: greedy, vocabularySize: 3)
+        sampler.observe(1)  // with the 1.05 default, 5 / 1.05 < 4.9 would pick token 2
+        XCTAssertEqual(sampler.sample(&logits), 1)
+    }
 }

@@ -41,6 +41,16 @@ final class RunToolTests: XCTestCase {
         XCTAssertGreaterThan(stats["peak_rss_bytes"] as! Double, 0)
     }
 
+    /// --temperature 0 is the argmax, as in transformers and llama.cpp: the sampling defaults (repeat penalty 1.05,
+    /// min-p) do not apply, while an explicit --repeat-penalty still does (1.5 changes the reference's repeats).
+    func testGreedyIsTheArgmaxUnlessPenaltiesAreGiven() throws {
+        let args = ["--model", Self.model, "--image", Fixtures.tiny + "/image.png", "--prompt", question,
+                    "--temperature", "0", "--max-tokens", "12", "--json"]
+        XCTAssertEqual(try json(args)["generated_ids"] as? [Int], try golden("greedy_ids.npy"))
+        let penalised = try json(args + ["--repeat-penalty", "1.5"])["generated_ids"] as? [Int]
+        XCTAssertNotEqual(penalised, try golden("greedy_ids.npy"), "an explicit penalty applies at temperature 0")
+    }
+
     func testGreedyAnswerTextOnlyMatchesReference() throws {
         let out = try json(["--model", Self.model, "--prompt", question, "--temperature", "0", "--max-tokens", "12", "--json"])
         XCTAssertEqual(out["prompt_ids"] as? [Int], try golden("text_only_input_ids.npy"))
