@@ -39,7 +39,7 @@ public struct ModelPlan {
     public var chatTemplate: String?
     public var preprocessor: PreprocessorConfig?
 
-    // Source prefixes of the released Firebolt-VL layout (MODEL-SPEC §5).
+    // Source prefixes of the released Firebolt-VL layout (docs/model.md §5).
     static let fireboltLM = "base_lm."
     static let fireboltVision = "model.vision_encoder.encoder.model.vision_model."
     static let fireboltCMM = "model.fuser.fuser.model."
@@ -253,7 +253,7 @@ struct PlanBuilder {
             try add(d + "feed_forward.w2.weight", .decoder, [hidden, mlpWidth], .matrix, from: s + "feed_forward.w2.weight")
         }
         try add("model.embedding_norm.weight", .decoder, [hidden], .vector, from: p + "model.embedding_norm.weight")
-        // The output head is tied to the embedding (MODEL-SPEC §3). A separate lm_head is accepted only if identical.
+        // The output head is tied to the embedding (docs/model.md §3). A separate lm_head is accepted only if identical.
         let headName = p + "lm_head.weight"
         if ck.has(headName) {
             let head = try source(headName, [vocab, hidden])
@@ -341,7 +341,7 @@ struct PlanBuilder {
 
     mutating func planCMM(prefix p: String, textDim: Int, visionDim: Int) throws -> CMMConfig {
         let inner = try shape(p + "q_proj.weight").first ?? 0
-        let heads = 4  // fixed in the reference TokenGridCorrFiLMS4 (MODEL-SPEC §2)
+        let heads = 4  // fixed in the reference TokenGridCorrFiLMS4 (docs/model.md §2)
         guard inner % heads == 0 else { throw FireboltError("CMM q_proj has \(inner) rows, not a multiple of \(heads) heads") }
         let ffn = try shape(p + "ffn.1.weight").first ?? 0
         let lName = p + "s4.layer.kernel.l_kernel"

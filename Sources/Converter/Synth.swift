@@ -113,7 +113,7 @@ public enum Synth {
         var isInt: Bool { if case .int64 = fill { return true }; return false }
     }
 
-    /// The released checkpoint's tensor names and shapes (MODEL-SPEC §5) for a preset.
+    /// The released checkpoint's tensor names and shapes (docs/model.md §5) for a preset.
     static func plan(_ p: Preset) -> [Tensor] {
         var out: [Tensor] = []
         let t = p.text, h = t.hiddenSize

@@ -1,7 +1,7 @@
 import Foundation
 import Kernels
 
-// Cross-Modal Modulator (reference `TokenGridCorrFiLMS4` inside `GridS4Fuser`), MODEL-SPEC §2, per token:
+// Cross-Modal Modulator (reference `TokenGridCorrFiLMS4` inside `GridS4Fuser`), docs/model.md §2, per token:
 //
 //   Q = X_t W_qᵀ; K = X_v W_kᵀ, V = X_v W_vᵀ (once per image)      4 heads of 32, scores / √32
 //   per head keep the top-4 of 5 scores (others −∞), softmax; mean over heads = w [5]; c = w · V

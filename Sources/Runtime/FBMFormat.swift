@@ -117,7 +117,7 @@ public struct FBMHeader: Codable, Equatable {
     public var config: ModelConfig
     /// The checkpoint's tokenizer.json, verbatim.
     public var tokenizer: String
-    /// The checkpoint's Jinja chat template, verbatim (informational: the runtime builds MODEL-SPEC §4's prompt).
+    /// The checkpoint's Jinja chat template, verbatim (informational: the runtime builds docs/model.md §4's prompt).
     public var chatTemplate: String?
     public var preprocessor: PreprocessorConfig?
     public var quantization: QuantizationInfo

@@ -1,7 +1,7 @@
 import Foundation
 import Kernels
 
-// Firebolt-VL end to end (MODEL-SPEC overview): image views → SigLIP → grid X_v; token ids → LFM2 embed_tokens →
+// Firebolt-VL end to end (docs/model.md): image views → SigLIP → grid X_v; token ids → LFM2 embed_tokens →
 // Cross-Modal Modulator (causal, incremental) → LFM2 decoder as inputs_embeds → logits. Every token, generated
 // ones included, passes through the modulator before the decoder. Without an image the reference skips the
 // modulator entirely (plain LFM2 on the token embeddings).

@@ -1,7 +1,7 @@
 import Foundation
 import Kernels
 
-// LFM2 decoder (transformers `Lfm2ForCausalLM`), MODEL-SPEC §3, written top to bottom like llama2.c's run.c:
+// LFM2 decoder (transformers `Lfm2ForCausalLM`), docs/model.md §3, written top to bottom like llama2.c's run.c:
 // weights are found by their canonical names and shape-checked at load; all state is preallocated in
 // `LFM2Session`, so a generated token allocates nothing. Intermediate buffers are named after the reference
 // modules (operator_norm, in_proj, conv, q_proj, ...).

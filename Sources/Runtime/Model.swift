@@ -40,7 +40,7 @@ public final class LoadedModel {
         loadSeconds = Date().timeIntervalSince(start)
     }
 
-    /// MODEL-SPEC §4: one user turn with the generation prompt; `<image>\n` first when an image is given.
+    /// docs/model.md §4: one user turn with the generation prompt; `<image>\n` first when an image is given.
     public func chatPromptIds(question: String, withImage: Bool) -> [Int32] {
         let content = withImage ? "<image>\n" + question : question
         return tokenizer.encode(Tokenizer.chatPrompt(user: content), addBOS: false)

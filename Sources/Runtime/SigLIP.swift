@@ -1,7 +1,7 @@
 import Foundation
 import Kernels
 
-// SigLIP vision tower (transformers `SiglipVisionModel`, v1, with the attention-pooling head), MODEL-SPEC §1.
+// SigLIP vision tower (transformers `SiglipVisionModel`, v1, with the attention-pooling head), docs/model.md §1.
 // Views in (channels first, [C, S, S]), one pooled vector per view out; the views of an image run as one batch of
 // patches (attention stays within each view). Written in the style of LFM2.swift: weights are found by their
 // canonical names (Converter/ModelPlan.swift) and shape-checked at load, products go through `Parallel.matmul`
