@@ -1,30 +1,16 @@
+import CommandLineKit
 import Converter
 import Foundation
 import Runtime
 
-/// A one-line progress bar on stderr (only when stderr is a terminal).
-final class ProgressBar {
-    let enabled: Bool
-    private var lastDraw = Date.distantPast
-
-    init(enabled: Bool) { self.enabled = enabled }
-
+extension ProgressBar {
+    /// The converter's progress: tensors and bytes done, and the time left.
     func update(_ p: ConversionProgress) {
-        guard enabled, Date().timeIntervalSince(lastDraw) > 0.1 || p.tensorsDone == p.tensorsTotal else { return }
-        lastDraw = Date()
         let fraction = p.bytesTotal > 0 ? Double(p.bytesDone) / Double(p.bytesTotal) : Double(p.tensorsDone) / Double(max(1, p.tensorsTotal))
-        let width = 30
-        let filled = Int(fraction * Double(width))
         let eta = fraction > 0.02 ? p.elapsed / fraction - p.elapsed : .nan
-        let etaText = eta.isFinite ? String(format: "ETA %.0fs", eta) : "ETA --"
-        let line = String(format: "\r[%@%@] %d/%d tensors  %@/%@  %@ ", String(repeating: "#", count: filled),
-                          String(repeating: ".", count: width - filled), p.tensorsDone, p.tensorsTotal,
-                          Format.bytes(UInt64(p.bytesDone)), Format.bytes(UInt64(p.bytesTotal)), etaText)
-        FileHandle.standardError.write(Data(line.utf8))
-    }
-
-    func clear() {
-        if enabled { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        update(fraction: fraction, text: String(format: "%d/%d tensors  %@/%@  %@", p.tensorsDone, p.tensorsTotal,
+                                                Format.bytes(UInt64(p.bytesDone)), Format.bytes(UInt64(p.bytesTotal)),
+                                                eta.isFinite ? String(format: "ETA %.0fs", eta) : "ETA --"))
     }
 }
 

@@ -59,7 +59,7 @@ func runConvert(_ args: [String]) throws {
     let input = a.positionals[0]
     let output = a.string("output") ?? FBMConverter.defaultOutputPath(input: input, bits: options.bits)
     let quiet = a.flag("quiet")
-    let bar = ProgressBar(enabled: !quiet && isatty(STDERR_FILENO) != 0)
+    let bar = ProgressBar(enabled: !quiet)
     let summary = try FBMConverter.convert(input: input, output: output, options: options, progress: bar.update)
     bar.clear()
     if !quiet { printError(ConversionReport.text(summary)) }

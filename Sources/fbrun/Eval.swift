@@ -1,9 +1,6 @@
 import CommandLineKit
 import Foundation
 import Runtime
-#if canImport(Glibc)
-import Glibc
-#endif
 
 let evalSpec = CommandSpec(
     name: "fbrun eval",
@@ -32,7 +29,7 @@ func runEval(_ args: [String]) throws {
     let first = Evaluator(model: try LoadedModel(path: path, threads: threadCount), threads: threadCount)
     let second = try a.string("compare").map { Evaluator(model: try LoadedModel(path: $0, threads: threadCount), threads: threadCount) }
     var score = EvalScore(), secondScore = EvalScore()
-    var progress = ProgressBar(total: questions.count)
+    let progress = ProgressBar(linesWhenPiped: true)
     let clock = Date()
     var lines = ""
     for q in questions {
@@ -40,7 +37,9 @@ func runEval(_ args: [String]) throws {
         let other = try second?.answer(q)
         score.add(q, answer: answer, other: other)
         if let other { secondScore.add(q, answer: other) }
-        progress.advance(label: String(format: "accuracy %.3f", score.overall.accuracy))
+        let done = score.overall.questions
+        progress.update(fraction: Double(done) / Double(questions.count),
+                        text: String(format: "%d/%d questions  accuracy %.3f", done, questions.count, score.overall.accuracy))
         var line = ["image": q.image, "question": q.question, "answer": q.answer, "family": q.family, "predicted": answer]
         if let other { line["compare_predicted"] = other }
         lines += String(decoding: try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]), as: UTF8.self) + "\n"
@@ -87,28 +86,4 @@ enum EvalReport {
                 .joined(separator: "  ")
         }.joined(separator: "\n")
     }
-}
-
-/// A one-line progress bar on stderr, redrawn in place on a terminal; elsewhere a line every 10%.
-struct ProgressBar {
-    let total: Int
-    private var done = 0
-    private var lastDecile = 0
-    private let terminal = isatty(STDERR_FILENO) != 0
-
-    init(total: Int) { self.total = total }
-
-    mutating func advance(label: String) {
-        done += 1
-        let width = 30, filled = done * width / max(total, 1)
-        let bar = "[" + String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled) + "]"
-        if terminal {
-            FileHandle.standardError.write(Data("\r\(bar) \(done)/\(total)  \(label)".utf8))
-        } else if done * 10 / max(total, 1) > lastDecile {
-            lastDecile = done * 10 / max(total, 1)
-            printError("\(bar) \(done)/\(total)  \(label)")
-        }
-    }
-
-    func finish() { if terminal { FileHandle.standardError.write(Data("\n".utf8)) } }
 }
