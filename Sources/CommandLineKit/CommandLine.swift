@@ -189,23 +189,61 @@ public enum ArgumentParser {
 /// usage errors → message + hint on stderr, exit 64; other errors → one line on stderr, exit 1.
 public enum ToolMain {
     public static func run(tool: String, _ body: () throws -> Void) -> Never {
+        // A reader that goes away (`| head -c1`) is a write error to report, not a signal that kills the tool.
+        signal(SIGPIPE, SIG_IGN)
         do {
             try body()
             exit(0)
         } catch let help as HelpRequested {
-            print(help.text)
+            do { try Output.line(help.text) } catch { printError("\(tool): error: \(error)"); exit(1) }
             exit(0)
         } catch let usage as UsageError {
-            FileHandle.standardError.write(Data("\(usage.command): \(usage.message)\nTry '\(usage.command) --help'.\n".utf8))
+            printError("\(usage.command): \(usage.message)\nTry '\(usage.command) --help'.")
             exit(64)
         } catch {
-            FileHandle.standardError.write(Data("\(tool): error: \(error)\n".utf8))
+            printError("\(tool): error: \(error)")
             exit(1)
         }
     }
 }
 
-/// Writes to stderr without buffering surprises.
+/// A failed write to standard output (closed, full disk, broken pipe).
+public struct OutputError: Error, CustomStringConvertible {
+    public let reason: String
+    public var description: String { "cannot write to standard output: \(reason)" }
+}
+
+/// Standard output through write(2), unbuffered: every failure is thrown as an `OutputError` (Foundation's
+/// FileHandle traps on them, and print() loses them in stdio's buffer).
+public enum Output {
+    public static func write(_ text: String) throws {
+        var bytes = Array(text.utf8)[...]
+        while !bytes.isEmpty {
+            let n = bytes.withUnsafeBytes { Glibc.write(STDOUT_FILENO, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw OutputError(reason: String(cString: strerror(errno)))
+            }
+            bytes = bytes.dropFirst(n)
+        }
+    }
+
+    public static func line(_ text: String) throws { try write(text + "\n") }
+}
+
+/// Writes a line to stderr; a closed or failing stderr is ignored (there is nowhere left to report it).
 public func printError(_ text: String) {
-    FileHandle.standardError.write(Data((text + "\n").utf8))
+    StandardError.write(text + "\n")
+}
+
+enum StandardError {
+    static func write(_ text: String) {
+        var bytes = Array(text.utf8)[...]
+        while !bytes.isEmpty {
+            let n = bytes.withUnsafeBytes { Glibc.write(STDERR_FILENO, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return }
+            bytes = bytes.dropFirst(n)
+        }
+    }
 }

@@ -26,20 +26,20 @@ public final class ProgressBar {
         if terminal {
             guard Date().timeIntervalSince(lastDraw) > 0.1 || fraction == 1 else { return }
             lastDraw = Date()
-            FileHandle.standardError.write(Data(("\r" + line + "\u{1B}[K").utf8))
+            StandardError.write("\r" + line + "\u{1B}[K")
         } else if linesWhenPiped, Int(fraction * 10) > lastTenth {
             lastTenth = Int(fraction * 10)
-            FileHandle.standardError.write(Data((line + "\n").utf8))
+            StandardError.write(line + "\n")
         }
     }
 
     /// Erases the bar (on a terminal), so that what follows starts on a clean line.
     public func clear() {
-        if enabled && terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        if enabled && terminal { StandardError.write("\r\u{1B}[K") }
     }
 
     /// Leaves the finished bar on screen and moves to the next line (on a terminal).
     public func finish() {
-        if enabled && terminal { FileHandle.standardError.write(Data("\n".utf8)) }
+        if enabled && terminal { StandardError.write("\n") }
     }
 }

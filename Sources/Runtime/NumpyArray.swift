@@ -62,11 +62,18 @@ public struct NumpyArray {
             shape.append(n)
         }
         let elementSize = dtype == .int32 || dtype == .float32 ? 4 : 8
-        let count = shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).partialValue }
+        // The element count is checked against the payload before anything is multiplied by it: a forged shape
+        // such as (2^62,) or (2^32, 2^32) is an error, not an overflow.
+        var count = 1
+        for n in shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: n)
+            guard !overflow else { throw FireboltError("npy shape \(shape) has more elements than can exist") }
+            count = product
+        }
         let start = data.startIndex + headerStart + headerLength
-        guard count <= (data.count - headerStart - headerLength) / elementSize,
-              data.count - headerStart - headerLength == count * elementSize else {
-            throw FireboltError("npy payload has \(data.count - headerStart - headerLength) bytes, shape \(shape) needs \(count * elementSize)")
+        let payload = data.count - headerStart - headerLength
+        guard count <= payload / elementSize, payload == count * elementSize else {
+            throw FireboltError("npy payload has \(payload) bytes, shape \(shape) needs \(count) elements of \(elementSize) bytes")
         }
         self.shape = shape
         self.dtype = dtype

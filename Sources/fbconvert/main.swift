@@ -74,9 +74,9 @@ func runInspect(_ args: [String]) throws {
         header.tokenizer = "(\(header.tokenizer.utf8.count) bytes omitted)"
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        print(String(decoding: try encoder.encode(header), as: UTF8.self))
+        try Output.line(String(decoding: try encoder.encode(header), as: UTF8.self))
     } else {
-        print(Inspector.text(file, verified: !a.flag("no-verify")))
+        try Output.line(Inspector.text(file, verified: !a.flag("no-verify")))
     }
 }
 

@@ -49,9 +49,9 @@ func runBench(_ args: [String]) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys]
     if json {
-        print(String(decoding: try encoder.encode(result), as: UTF8.self))
+        try Output.line(String(decoding: try encoder.encode(result), as: UTF8.self))
     } else {
-        print(BenchReport.table(result))
+        try Output.line(BenchReport.table(result))
     }
     if let file = a.string("update"), let label = a.string("label") {
         var baseline = (try? JSONDecoder().decode(BaselineFile.self, from: Data(contentsOf: URL(fileURLWithPath: file))))

@@ -57,10 +57,10 @@ func runEval(_ args: [String]) throws {
             object["compare"] = a.string("compare")!
             object["compare_score"] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(secondScore))
         }
-        print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+        try Output.line(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
         return
     }
-    print(EvalReport.table(score, second: second == nil ? nil : secondScore))
+    try Output.line(EvalReport.table(score, second: second == nil ? nil : secondScore))
     printError(String(format: "%d questions in %.1f s (%.0f ms each%@)", questions.count, seconds,
                       seconds * 1000 / Double(questions.count), second == nil ? "" : ", both models"))
 }

@@ -138,11 +138,10 @@ func runGenerate(_ args: [String]) throws {
     var decoder = model.tokenizer.makeStreamingDecoder(skipSpecialTokens: true)
     var generated: [Int32] = []
     let json = a.flag("json")
-    let stdout = FileHandle.standardOutput
     var stats = try generator.generate(prompt: ids, maxTokens: maxTokens, sampling: sampling) { id in
         generated.append(id)
         let text = try decoder.append(id)
-        if !json && !text.isEmpty { stdout.write(Data(text.utf8)) }
+        if !json && !text.isEmpty { try Output.write(text) }
         return true
     }
     let tail = decoder.finish()
@@ -155,9 +154,9 @@ func runGenerate(_ args: [String]) throws {
         let text = try model.tokenizer.decode(generated, skipSpecialTokens: true)
         let object: [String: Any] = ["prompt_ids": ids.map(Int.init), "generated_ids": generated.map(Int.init), "text": text,
                                      "stats": try JSONSerialization.jsonObject(with: JSONEncoder().encode(stats))]
-        print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+        try Output.line(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
     } else {
-        stdout.write(Data((tail + "\n").utf8))
+        try Output.line(tail)
         printError(String(format: "load %.0f ms | prompt %d tokens, prefill %.1f tok/s | generated %d tokens, decode %.1f tok/s | peak RSS %.1f MiB",
                           stats.loadMs, stats.promptTokens, stats.prefillTokensPerSecond, stats.generatedTokens,
                           stats.decodeTokensPerSecond, Double(stats.peakRSSBytes) / 1_048_576))
@@ -200,9 +199,9 @@ func runTokenize(_ args: [String]) throws {
     let file = try FBMFile(path: try requiredModel(a))
     let tokenizer = try Tokenizer(jsonString: file.header.tokenizer)
     if let text = a.string("text") {
-        print("[" + tokenizer.encode(text, addBOS: a.flag("bos")).map(String.init).joined(separator: ",") + "]")
+        try Output.line("[" + tokenizer.encode(text, addBOS: a.flag("bos")).map(String.init).joined(separator: ",") + "]")
     } else if let ids = a.string("decode") {
-        print(try tokenizer.decode(try parseIds(ids, command: a.command), skipSpecialTokens: a.flag("skip-special")))
+        try Output.line(try tokenizer.decode(try parseIds(ids, command: a.command), skipSpecialTokens: a.flag("skip-special")))
     } else {
         throw UsageError("give --text or --decode", command: a.command)
     }
@@ -214,10 +213,10 @@ func runInfo(_ args: [String]) throws {
     try file.verifyChecksums()
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    print(String(decoding: try encoder.encode(file.config), as: UTF8.self))
+    try Output.line(String(decoding: try encoder.encode(file.config), as: UTF8.self))
     let bytes = file.tensors.reduce(UInt64(0)) { $0 + $1.rawBytes }
     let params = file.tensors.reduce(0) { $0 + $1.elementCount }
-    print("parameters: \(params), weights in memory: \(bytes) bytes, file: \(file.fileSize) bytes")
+    try Output.line("parameters: \(params), weights in memory: \(bytes) bytes, file: \(file.fileSize) bytes")
 }
 
 ToolMain.run(tool: "fbrun") {

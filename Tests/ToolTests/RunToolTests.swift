@@ -85,6 +85,35 @@ final class RunToolTests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("--kv-cache must be one of f16, f32, not 'f8'"), bad.stderr)
     }
 
+    /// Output that cannot be written (a full disk, a closed stdout or stderr, a reader that went away) ends with
+    /// a one-line error and status 1; it used to trap in Foundation's FileHandle or die of SIGPIPE.
+    func testWriteFailuresAreErrorsNotCrashes() throws {
+        let fbrun = Tools.path("fbrun")
+        func shell(_ command: String) throws -> (status: Int32, stderr: String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            process.arguments = ["-c", "set -o pipefail; " + command]
+            let err = Pipe()
+            process.standardError = err
+            try process.run()
+            let data = err.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        }
+        let info = "'\(fbrun)' info --model '\(Self.model)'"
+        let generate = "'\(fbrun)' --model '\(Self.model)' --prompt hi --max-tokens 4 --temperature 0"
+        for (command, reason) in [("\(info) > /dev/full", "No space left on device"),
+                                  ("\(generate) > /dev/full", "No space left on device"),
+                                  ("\(info) >&-", "Bad file descriptor"),
+                                  ("\(info) | true", "Broken pipe")] {
+            let r = try shell(command)
+            XCTAssertEqual(r.status, 1, "\(command): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("fbrun: error: cannot write to standard output: \(reason)"), "\(command): \(r.stderr)")
+        }
+        let closedStderr = try shell("'\(fbrun)' info --model /nonexistent.fbm 2>&-")
+        XCTAssertEqual(closedStderr.status, 1, "an error with stderr closed still exits 1")
+    }
+
     func testTokenize() throws {
         let ids = try Tools.run("fbrun", ["tokenize", "--model", Self.model, "--text", "What color is the big circle?"])
         XCTAssertEqual(ids.status, 0, ids.stderr)
