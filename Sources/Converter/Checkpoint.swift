@@ -52,9 +52,10 @@ public final class Checkpoint {
 
         config = try Self.readJSONObject(folder + "/config.json", required: true)!
         let tokenizerPath = folder + "/tokenizer.json"
-        guard let tokenizerData = FileManager.default.contents(atPath: tokenizerPath) else {
+        let tokenizerData: Data
+        do { tokenizerData = try InputFile.read(tokenizerPath) } catch InputFile.Problem.notFound {
             throw FireboltError("tokenizer.json not found beside the weights (the .fbm file embeds it)", file: tokenizerPath)
-        }
+        } catch { throw FireboltError("\(error)", file: tokenizerPath) }
         guard let text = String(data: tokenizerData, encoding: .utf8),
               (try? JSONSerialization.jsonObject(with: tokenizerData)) is [String: Any] else {
             throw FireboltError("not a valid JSON object", file: tokenizerPath)
@@ -88,10 +89,11 @@ public final class Checkpoint {
     }
 
     static func readJSONObject(_ path: String, required: Bool) throws -> [String: Any]? {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        let data: Data
+        do { data = try InputFile.read(path) } catch InputFile.Problem.notFound {
             if required { throw FireboltError("file not found (a checkpoint needs it beside the weights)", file: path) }
             return nil
-        }
+        } catch { throw FireboltError("\(error)", file: path) }
         guard let object = try? JSONSerialization.jsonObject(with: data), let dict = object as? [String: Any] else {
             throw FireboltError("not a valid JSON object", file: path)
         }

@@ -46,12 +46,9 @@ public final class SafetensorsFile {
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw FireboltError("cannot open: \(String(cString: strerror(errno)))", file: path) }
+        let (fd, size): (Int32, Int)
+        do { (fd, size) = try InputFile.openRegular(path) } catch { throw FireboltError("cannot open: \(error)", file: path) }
         defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { throw FireboltError("not a regular file", file: path) }
-        let size = Int(st.st_size)
         guard size >= 8 else { throw FireboltError("not a safetensors file: only \(size) bytes, too short for the header length", file: path) }
         guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
             throw FireboltError("mmap failed: \(String(cString: strerror(errno)))", file: path)

@@ -21,8 +21,8 @@ public struct EvalQuestion: Equatable {
 public enum EvalSet {
     public static func load(path: String) throws -> [EvalQuestion] {
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw FireboltError("cannot read the question file", file: path)
+        do { data = try InputFile.read(path) } catch {
+            throw FireboltError("cannot read the question file: \(error)", file: path)
         }
         guard let text = String(data: data, encoding: .utf8) else { throw FireboltError("not UTF-8 text", file: path) }
         let folder = URL(fileURLWithPath: path).deletingLastPathComponent()

@@ -20,15 +20,12 @@ public final class FBMFile {
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw FireboltError("cannot open model: \(String(cString: strerror(errno)))", file: path) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
-            close(fd)
-            throw FireboltError("not a regular file", file: path)
+        let (fd, size): (Int32, Int)
+        do { (fd, size) = try InputFile.openRegular(path) } catch {
+            throw FireboltError("cannot open model: \(error)", file: path)
         }
         self.fd = fd
-        let fileSize = UInt64(st.st_size)
+        let fileSize = UInt64(size)
         self.fileSize = fileSize
         do {
             var prefixBytes = [UInt8](repeating: 0, count: FBM.fixedHeaderSize)

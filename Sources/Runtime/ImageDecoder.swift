@@ -59,17 +59,10 @@ public enum ImageDecoder {
     public enum Format: String { case png = "PNG", jpeg = "JPEG" }
 
     public static func decode(path: String, maxPixels: Int = defaultMaxPixels) throws -> RGBImage {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw FireboltError("image file not found", file: path)
-        }
-        if isDirectory.boolValue { throw FireboltError("is a directory, not an image file", file: path) }
         let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw FireboltError("cannot read the image file (\(error.localizedDescription))", file: path)
-        }
+        do { data = try InputFile.read(path) } catch InputFile.Problem.notFound {
+            throw FireboltError("image file not found", file: path)
+        } catch { throw FireboltError("\(error)", file: path) }
         return try decode(data: data, name: path, maxPixels: maxPixels)
     }
 

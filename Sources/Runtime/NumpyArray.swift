@@ -13,9 +13,8 @@ public struct NumpyArray {
     public var count: Int { shape.reduce(1, *) }
 
     public init(contentsOf path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw FireboltError("cannot read file", file: path)
-        }
+        let data: Data
+        do { data = try InputFile.read(path) } catch { throw FireboltError("\(error)", file: path) }
         do { try self.init(npy: data) } catch let error as FireboltError { throw error.inFile(path) }
     }
 

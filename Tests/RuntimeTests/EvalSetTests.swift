@@ -41,7 +41,7 @@ final class EvalSetTests: XCTestCase {
             }
         }
         XCTAssertThrowsError(try EvalSet.load(path: "/nonexistent/q.jsonl")) { error in
-            XCTAssertEqual("\(error)", "/nonexistent/q.jsonl: cannot read the question file")
+            XCTAssertEqual("\(error)", "/nonexistent/q.jsonl: cannot read the question file: file not found")
         }
     }
 

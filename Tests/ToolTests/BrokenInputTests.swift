@@ -55,6 +55,33 @@ final class BrokenInputTests: XCTestCase {
         XCTAssertEqual(Set(folder.contents), before, "a failed conversion left files behind", file: file, line: line)
     }
 
+    /// Inputs that are not regular files: a FIFO used to block open() forever, /dev/zero to read without end, a
+    /// directory to be called "file not found". Each is now one line naming the file and what it is.
+    func testInputsThatAreNotRegularFiles() throws {
+        let weights = try Data(contentsOf: URL(fileURLWithPath: Fixtures.tiny + "/model.safetensors"))
+        let fifoWeights = try checkpoint("fifo-weights", weights: weights)
+        try FileManager.default.removeItem(atPath: fifoWeights + "/model.safetensors")
+        XCTAssertEqual(mkfifo(fifoWeights + "/model.safetensors", 0o600), 0)
+        try assertConversionFails(fifoWeights + "/model.safetensors", mentions: ["model.safetensors", "not a regular file (a FIFO)"])
+
+        let dirConfig = try checkpoint("dir-config", weights: weights)
+        try FileManager.default.removeItem(atPath: dirConfig + "/config.json")
+        try FileManager.default.createDirectory(atPath: dirConfig + "/config.json", withIntermediateDirectories: false)
+        try assertConversionFails(dirConfig, mentions: ["config.json", "not a regular file (a directory)"])
+
+        let fifoModel = folder.file("model-fifo.fbm")
+        XCTAssertEqual(mkfifo(fifoModel, 0o600), 0)
+        let model = folder.file("tiny.fbm")
+        XCTAssertEqual(try Tools.run("fbconvert", ["--bits", "8", "-q", "-o", model, Fixtures.tiny]).status, 0)
+        for (args, expected) in [(["--model", fifoModel, "--prompt", "hi"], "\(fifoModel): cannot open model: not a regular file (a FIFO)"),
+                                 (["--model", model, "--image", "/dev/zero", "--prompt", "hi"], "/dev/zero: not a regular file (a character device)"),
+                                 (["--model", model, "--image", folder.path, "--prompt", "hi"], "not a regular file (a directory)")] {
+            let r = try Tools.run("fbrun", args)
+            XCTAssertEqual(r.status, 1, r.stderr)
+            XCTAssertTrue(r.stderr.contains(expected), r.stderr)
+        }
+    }
+
     func testTruncatedSafetensors() throws {
         let whole = try Data(contentsOf: URL(fileURLWithPath: Fixtures.tiny + "/model.safetensors"))
         let dir = try checkpoint("truncated", weights: whole.prefix(whole.count / 2))
