@@ -13,6 +13,12 @@ public final class Checkpoint {
     public let tokenizerConfig: [String: Any]
     public let preprocessorConfig: [String: Any]?
 
+    /// Every file the conversion reads (weights and the JSON files beside them): an output must never be one.
+    public var sourcePaths: [String] {
+        files.map(\.path) + ["config.json", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json",
+                              "special_tokens_map.json", "model.safetensors.index.json"].map { folder + "/" + $0 }
+    }
+
     public init(input: String) throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory) else {

@@ -104,6 +104,7 @@ public enum FBMConverter {
         try options.validate()
         let start = Date()
         let checkpoint = try Checkpoint(input: input)
+        _ = try AtomicFileWriter.checkDestination(output, protecting: checkpoint.sourcePaths)
         let plan: ModelPlan
         do { plan = try ModelPlan(checkpoint: checkpoint) } catch let e as FireboltError { throw e.inFile(input) }
 
@@ -128,7 +129,8 @@ public enum FBMConverter {
                                    tokenizer: checkpoint.tokenizerJSON, chatTemplate: plan.chatTemplate,
                                    preprocessor: plan.preprocessor, quantization: quantization,
                                    tensors: zip(plan.tensors, types).map { ($0.name, $1, $0.shape) },
-                                   compression: options.compression, zstdLevel: options.zstdLevel, threads: options.threads)
+                                   compression: options.compression, zstdLevel: options.zstdLevel, threads: options.threads,
+                                   protecting: checkpoint.sourcePaths)
         var parts: [ModelPart: PartSummary] = [:]
         var bytesDone = 0
         let pool = WorkSplitter(threads: options.threads)
@@ -337,7 +339,7 @@ final class FBMWriter {
 
     init(destination: String, generator: String, config: ModelConfig, tokenizer: String, chatTemplate: String?,
          preprocessor: PreprocessorConfig?, quantization: QuantizationInfo, tensors: [(String, TensorType, [Int])],
-         compression: Compression, zstdLevel: Int, threads: Int) throws {
+         compression: Compression, zstdLevel: Int, threads: Int, protecting inputs: [String]) throws {
         let widest: UInt64 = 999_999_999_999_999  // a data section under 1 PB: no real number is wider
         let rows = tensors.map { name, type, shape in
             TensorInfo(name: name, type: type, shape: shape, groupSize: type.isQuantized ? Int(FB_GROUP) : nil, offset: widest,
@@ -355,7 +357,7 @@ final class FBMWriter {
         // One frame per tensor, compressed by zstd's own worker threads (a no-op where libzstd lacks them).
         ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, Int32(zstdLevel))
         if threads > 1 { ZSTD_CCtx_setParameter(cctx, ZSTD_c_nbWorkers, Int32(threads)) }
-        file = try AtomicFileWriter(destination: destination)
+        file = try AtomicFileWriter(destination: destination, protecting: inputs)
     }
 
     deinit { ZSTD_freeCCtx(context) }

@@ -5,7 +5,12 @@ import Glibc
 
 /// Writes a file so that readers only ever see nothing or the complete file: the bytes go to a temporary
 /// file in the destination folder, are fsync'd, then renamed over the destination. A failed or interrupted
-/// write (an error, SIGINT, SIGTERM) removes the temporary file.
+/// write (an error, SIGINT, SIGTERM) removes the temporary file; one left by a killed process (SIGKILL, power
+/// loss) is removed by the next writer to the same destination.
+///
+/// The destination is checked before any work: only a regular file is ever replaced (never a device, a FIFO or
+/// a folder), never one of the `protecting` inputs, and a symlink is written through (the link stays, its target
+/// gets the new content). A replaced file keeps its permission bits; a new one gets 0644 less the umask.
 public final class AtomicFileWriter {
     public let destination: String
     public let temporaryPath: String
@@ -13,20 +18,53 @@ public final class AtomicFileWriter {
     private var finished = false
     public private(set) var bytesWritten: UInt64 = 0
 
-    public init(destination: String) throws {
-        self.destination = destination
-        let url = URL(fileURLWithPath: destination)
+    public init(destination requested: String, protecting inputs: [String] = []) throws {
+        let target = try Self.checkDestination(requested, protecting: inputs)
+        destination = target.path
+        let url = URL(fileURLWithPath: target.path)
         let folder = url.deletingLastPathComponent().path
+        Self.removeStaleTemporaries(folder: folder, name: url.lastPathComponent)
+        temporaryPath = folder + "/." + url.lastPathComponent + ".tmp-\(getpid())"
+        fd = open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw FireboltError("cannot create output file: \(String(cString: strerror(errno)))", file: requested)
+        }
+        if let mode = target.existingMode { fchmod(fd, mode) }
+        TemporaryFiles.register(temporaryPath)
+    }
+
+    /// Where `requested` really writes (a symlink's target) and the mode of the file it replaces, or an error
+    /// naming the problem. Callers that do long work before writing call this first.
+    public static func checkDestination(_ requested: String, protecting inputs: [String] = []) throws
+        -> (path: String, existingMode: mode_t?) {
+        if requested.hasSuffix("/") { throw FireboltError("names a folder: give the output file's name", file: requested) }
+        let path = URL(fileURLWithPath: requested).resolvingSymlinksInPath().path
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw FireboltError("output folder does not exist", file: folder)
         }
-        temporaryPath = folder + "/." + url.lastPathComponent + ".tmp-\(getpid())"
-        fd = open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw FireboltError("cannot create output file: \(String(cString: strerror(errno)))", file: destination)
+        var st = stat()
+        guard stat(path, &st) == 0 else { return (path, nil) }
+        if let kind = InputFile.kindOfNonRegular(st.st_mode) {
+            throw FireboltError("exists and is not a regular file (\(kind)): refusing to replace it", file: requested)
         }
-        TemporaryFiles.register(temporaryPath)
+        for input in inputs {
+            var other = stat()
+            if stat(input, &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino {
+                throw FireboltError("is an input of this conversion: refusing to overwrite it", file: requested)
+            }
+        }
+        return (path, st.st_mode & 0o7777)
+    }
+
+    /// Removes `.NAME.tmp-PID` files whose process no longer runs.
+    private static func removeStaleTemporaries(folder: String, name: String) {
+        let prefix = "." + name + ".tmp-"
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] where entry.hasPrefix(prefix) {
+            guard let pid = Int32(entry.dropFirst(prefix.count)), pid > 0, pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { unlink(folder + "/" + entry) }
+        }
     }
 
     deinit { abort() }

@@ -36,21 +36,24 @@ public enum InputFile {
             close(fd)
             throw Problem.unreadable(reason)
         }
-        let kind: String?
-        switch st.st_mode & S_IFMT {
-        case S_IFREG: kind = nil
-        case S_IFDIR: kind = "a directory"
-        case S_IFIFO: kind = "a FIFO"
-        case S_IFCHR: kind = "a character device"
-        case S_IFBLK: kind = "a block device"
-        case S_IFSOCK: kind = "a socket"
-        default: kind = "not a plain file"
-        }
-        if let kind {
+        if let kind = kindOfNonRegular(st.st_mode) {
             close(fd)
             throw Problem.notRegular(kind)
         }
         return (fd, Int(st.st_size))
+    }
+
+    /// "a directory", "a FIFO", ... for what is not a regular file; nil for a regular file.
+    public static func kindOfNonRegular(_ mode: mode_t) -> String? {
+        switch mode & S_IFMT {
+        case S_IFREG: return nil
+        case S_IFDIR: return "a directory"
+        case S_IFIFO: return "a FIFO"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFSOCK: return "a socket"
+        default: return "not a plain file"
+        }
     }
 
     /// The whole file, at most `maxBytes`.

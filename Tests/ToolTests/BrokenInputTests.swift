@@ -82,6 +82,50 @@ final class BrokenInputTests: XCTestCase {
         }
     }
 
+    /// Where a conversion may write: never over a device, a folder or its own input; through a symlink to its
+    /// target; keeping a replaced file's mode; a temporary file left by a killed run is cleaned up.
+    func testOutputDestinations() throws {
+        let weights = try Data(contentsOf: URL(fileURLWithPath: Fixtures.tiny + "/model.safetensors"))
+        let dir = try checkpoint("dest", weights: weights)
+        func convert(_ output: String) throws -> ToolResult { try Tools.run("fbconvert", ["--bits", "8", "-q", "-o", output, dir]) }
+
+        let input = try convert(dir + "/model.safetensors")
+        XCTAssertEqual(input.status, 1)
+        XCTAssertTrue(input.stderr.contains("is an input of this conversion: refusing to overwrite it"), input.stderr)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/model.safetensors")), weights)
+
+        if getuid() == 0 {  // only root could replace /dev/null
+            let device = try convert("/dev/null")
+            XCTAssertEqual(device.status, 1)
+            XCTAssertTrue(device.stderr.contains("/dev/null: exists and is not a regular file (a character device)"), device.stderr)
+            var st = stat()
+            XCTAssertEqual(stat("/dev/null", &st), 0)
+            XCTAssertEqual(st.st_mode & S_IFMT, S_IFCHR, "/dev/null is still a device")
+        }
+        let folderOut = try convert(folder.path + "/")
+        XCTAssertEqual(folderOut.status, 1)
+        XCTAssertTrue(folderOut.stderr.contains("names a folder"), folderOut.stderr)
+        let existingDir = folder.file("a-dir")
+        try FileManager.default.createDirectory(atPath: existingDir, withIntermediateDirectories: false)
+        let dirOut = try convert(existingDir)
+        XCTAssertTrue(dirOut.stderr.contains("not a regular file (a directory)"), dirOut.stderr)
+
+        // A symlink is written through; a replaced file keeps its mode; a dead process's temporary file goes.
+        let target = folder.file("target.fbm"), link = folder.file("link.fbm")
+        try Data("old".utf8).write(to: URL(fileURLWithPath: target))
+        XCTAssertEqual(chmod(target, 0o600), 0)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: target)
+        let stale = folder.file(".target.fbm.tmp-4194300")
+        try Data(count: 100).write(to: URL(fileURLWithPath: stale))
+        XCTAssertEqual(try convert(link).status, 0)
+        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: link), target, "the link is still a link")
+        XCTAssertNoThrow(try FBMFile(path: target), "the target holds the model")
+        var st = stat()
+        XCTAssertEqual(stat(target, &st), 0)
+        XCTAssertEqual(st.st_mode & 0o777, 0o600, "the replaced file keeps its mode")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stale), "the dead process's temporary file is removed")
+    }
+
     func testTruncatedSafetensors() throws {
         let whole = try Data(contentsOf: URL(fileURLWithPath: Fixtures.tiny + "/model.safetensors"))
         let dir = try checkpoint("truncated", weights: whole.prefix(whole.count / 2))
