@@ -89,7 +89,8 @@ public struct ModelPlan {
         if modelType == "fireboltlm" {
             preprocessor = try Self.preprocessor(ck.preprocessorConfig.map(JSONObject.init), imageSize: vision!.imageSize)
         }
-        try text.validate()
+        try config.validate()
+        if let vision { try preprocessor?.validate(imageSize: vision.imageSize) }
         guard tokens.size <= text.vocabSize else {
             throw FireboltError("tokenizer has \(tokens.size) tokens but the embedding has only \(text.vocabSize) rows", file: ck.folder + "/tokenizer.json")
         }
@@ -101,13 +102,18 @@ public struct ModelPlan {
             if let obj = tokenizerConfig.object(key), let name = obj.string("content") { return tokens.id(name) }
             return nil
         }
-        let bos = (root.int("bos_token_id") ?? text.int("bos_token_id")).map(Int32.init) ?? tokenId("bos_token")
-        var eos = (root.ints("eos_token_id") ?? text.ints("eos_token_id") ?? []).map(Int32.init)
+        func id32(_ value: Int?, _ key: String) throws -> Int32? {
+            guard let value else { return nil }
+            guard let id = Int32(exactly: value), id >= 0 else { throw FireboltError("config.json: \(key) \(value) is not a token id") }
+            return id
+        }
+        let bos = try id32(root.int("bos_token_id") ?? text.int("bos_token_id"), "bos_token_id") ?? tokenId("bos_token")
+        var eos = try (root.ints("eos_token_id") ?? text.ints("eos_token_id") ?? []).map { try id32($0, "eos_token_id")! }
         if let fromTokenizer = tokenId("eos_token"), !eos.contains(fromTokenizer) { eos.append(fromTokenizer) }
         if let imEnd = tokens.id("<|im_end|>"), !eos.contains(imEnd) { eos.append(imEnd) }
         guard !eos.isEmpty else { throw FireboltError("no end-of-sequence token: config.json has no eos_token_id and the tokenizer no <|im_end|>") }
-        let pad = (root.int("pad_token_id") ?? text.int("pad_token_id")).map(Int32.init) ?? tokenId("pad_token")
-        let image = root.int("image_token_id").map(Int32.init) ?? tokens.id("<image>")
+        let pad = try id32(root.int("pad_token_id") ?? text.int("pad_token_id"), "pad_token_id") ?? tokenId("pad_token")
+        let image = try id32(root.int("image_token_id"), "image_token_id") ?? tokens.id("<image>")
         return SpecialTokens(bos: bos, eos: eos, pad: pad, image: image)
     }
 
@@ -397,9 +403,15 @@ struct TokenizerSummary {
               let model = object["model"] as? [String: Any], let vocab = model["vocab"] as? [String: Any] else {
             throw FireboltError("tokenizer.json has no model.vocab object", file: file)
         }
-        for (token, id) in vocab { if let n = id as? NSNumber { ids[token] = Int32(n.intValue) } }
+        // Ids must be whole numbers that fit a token id; anything else the runtime would refuse or misread.
+        func tokenId(_ value: Any?, _ token: String) throws -> Int32 {
+            guard let n = value as? NSNumber, let id = Int32(exactly: n.doubleValue), id >= 0
+            else { throw FireboltError("token \(token.debugDescription) has id \(value.map { "\($0)" } ?? "none"), not a valid token id", file: file) }
+            return id
+        }
+        for (token, id) in vocab { ids[token] = try tokenId(id, token) }
         for entry in object["added_tokens"] as? [[String: Any]] ?? [] {
-            if let content = entry["content"] as? String, let n = entry["id"] as? NSNumber { ids[content] = Int32(n.intValue) }
+            if let content = entry["content"] as? String { ids[content] = try tokenId(entry["id"], content) }
         }
         size = (ids.values.max().map { Int($0) + 1 }) ?? 0
     }

@@ -46,7 +46,8 @@ public final class FBMFile {
             guard header.format == "fbm", header.version == Int(FBM.version) else {
                 throw FireboltError("header declares format '\(header.format)' version \(header.version); expected fbm version \(FBM.version)")
             }
-            try header.config.text.validate()
+            try header.config.validate()
+            if let vision = header.config.vision { try header.preprocessor?.validate(imageSize: vision.imageSize) }
             try header.validateTable(dataSize: prefix.dataSize)
         } catch let error as FireboltError {
             close(fd)

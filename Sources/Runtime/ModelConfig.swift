@@ -161,4 +161,61 @@ public struct ModelConfig: Codable, Equatable {
     }
 
     public var hasVision: Bool { vision != nil && cmm != nil }
+
+    /// Every number the runtime sizes buffers or indexes with, checked before anything is allocated: a forged
+    /// or mistaken header (negative heads, a 30000-pixel image, a token id past the vocabulary) is an error
+    /// naming the field, never a crash. The converter runs the same checks, so it refuses what cannot run.
+    public func validate() throws {
+        try text.validate()
+        let vocab = text.vocabSize
+        func require(_ ok: Bool, _ what: String) throws { if !ok { throw FireboltError("invalid config: \(what)") } }
+        let ids = [specialTokens.bos, specialTokens.pad, specialTokens.image].compactMap { $0 } + specialTokens.eos
+        for id in ids { try require(id >= 0 && Int(id) < vocab, "special token id \(id) is outside the vocabulary of \(vocab)") }
+        try require(architecture == "lfm2" || architecture == "fireboltlm", "unknown architecture '\(architecture)'")
+        guard architecture == "fireboltlm" else { return }
+        guard let vision, let cmm else { throw FireboltError("invalid config: a fireboltlm model needs vision and cmm sections") }
+        try vision.validate()
+        let limit = ModelConfig.sizeLimit
+        try require(cmm.textDim == text.hiddenSize && cmm.visionDim == vision.hiddenSize,
+                    "cmm text_dim / vision_dim (\(cmm.textDim) / \(cmm.visionDim)) must match the decoder and the vision tower")
+        try require(cmm.numHeads > 0 && cmm.headDim > 0 && cmm.numHeads <= 64 && cmm.headDim <= 1024, "cmm heads / head_dim out of range")
+        try require(cmm.numGrids == 5 && cmm.topK >= 1 && cmm.topK <= cmm.numGrids, "cmm needs 5 views and 1 <= top_k <= 5")
+        try require(cmm.ffnDim > 0 && cmm.ffnDim <= limit, "cmm ffn_dim out of range")
+        try require(cmm.s4Taps >= 1 && cmm.s4Taps <= 8192, "cmm s4_taps must be 1...8192 (released: 512)")
+        try require(cmm.layerNormEps.isFinite && cmm.layerNormEps > 0, "cmm layer_norm_eps must be positive")
+    }
+
+    /// The largest width of any layer the runtime accepts (far above every released size).
+    public static let sizeLimit = 1 << 16
+}
+
+extension VisionConfig {
+    public func validate() throws {
+        func require(_ ok: Bool, _ what: String) throws { if !ok { throw FireboltError("invalid vision config: \(what)") } }
+        let limit = ModelConfig.sizeLimit
+        try require(hiddenSize > 0 && hiddenSize <= limit && intermediateSize > 0 && intermediateSize <= limit,
+                    "hidden_size / intermediate_size out of range")
+        try require(numHiddenLayers > 0 && numHiddenLayers <= 1024, "num_hidden_layers out of range")
+        try require(numAttentionHeads > 0 && hiddenSize % numAttentionHeads == 0,
+                    "hidden_size (\(hiddenSize)) must be a multiple of num_attention_heads (\(numAttentionHeads))")
+        try require(numChannels == 3, "num_channels must be 3")
+        try require(imageSize == 256 && patchSize > 0 && 128 % patchSize == 0,
+                    "image_size \(imageSize) / patch_size \(patchSize): the five views need a 256-pixel image and patches that divide 128")
+        try require(layerNormEps.isFinite && layerNormEps > 0, "layer_norm_eps must be positive")
+        try require(["gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu"].contains(hiddenAct),
+                    "hidden_act '\(hiddenAct)' is not supported (gelu_pytorch_tanh or gelu)")
+    }
+}
+
+extension PreprocessorConfig {
+    /// The views are cut from an image of the vision tower's own size: anything else cannot run.
+    public func validate(imageSize: Int) throws {
+        func require(_ ok: Bool, _ what: String) throws { if !ok { throw FireboltError("invalid preprocessor config: \(what)") } }
+        try require(width == imageSize && height == imageSize,
+                    "size \(width)x\(height): the model's five views need \(imageSize)x\(imageSize)")
+        try require(resample == 2 || resample == 3, "resample \(resample) (2 bilinear, 3 bicubic)")
+        try require(rescaleFactor.isFinite && imageMean.count == 3 && imageStd.count == 3 &&
+                    imageMean.allSatisfy(\.isFinite) && imageStd.allSatisfy { $0.isFinite && $0 != 0 },
+                    "rescale_factor, image_mean and image_std must be finite, the std non-zero, 3 channels")
+    }
 }

@@ -126,6 +126,39 @@ final class BrokenInputTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: stale), "the dead process's temporary file is removed")
     }
 
+    /// Numbers the runtime would size buffers or index with are checked at conversion: ids that do not fit a token
+    /// id trapped in the converter, a negative or huge image size converted and then crashed (or allocated 30 GB
+    /// in) fbrun, and tokenizer ids that are not whole numbers converted to files fbrun refused.
+    func testOutOfRangeNumbersAreRefusedAtConversion() throws {
+        let weights = try Data(contentsOf: URL(fileURLWithPath: Fixtures.tiny + "/model.safetensors"))
+        let ids: [(String, Any, String)] = [("eos_token_id", 1 << 40, "eos_token_id 1099511627776 is not a token id"),
+                                             ("bos_token_id", -3, "bos_token_id -3 is not a token id"),
+                                             ("image_token_id", 600, "special token id 600 is outside the vocabulary of 512")]
+        for (key, value, message) in ids {
+            let dir = try checkpoint("id-\(key)", weights: weights) { $0[key] = value }
+            try assertConversionFails(dir, mentions: [message])
+        }
+        for (size, message) in [(["height": -8, "width": -8], "size -8x-8"), (["shortest_edge": 100000], "size 100000x100000"),
+                                (["height": 256, "width": 300], "size 300x256")] {
+            let dir = try checkpoint("pre-\(size.values.first!)", weights: weights)
+            var pre = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/preprocessor_config.json"))) as! [String: Any]
+            pre["size"] = size
+            try JSONSerialization.data(withJSONObject: pre).write(to: URL(fileURLWithPath: dir + "/preprocessor_config.json"))
+            try assertConversionFails(dir, mentions: ["invalid preprocessor config", message, "need 256x256"])
+        }
+        for (id, shown) in [(2147483648.0, "2147483648"), (-1.0, "-1"), (3.5, "3.5")] {
+            let dir = try checkpoint("tok-\(shown)", weights: weights)
+            var tok = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/tokenizer.json"))) as! [String: Any]
+            var model = tok["model"] as! [String: Any]
+            var vocab = model["vocab"] as! [String: Any]
+            vocab["zz"] = id
+            model["vocab"] = vocab
+            tok["model"] = model
+            try JSONSerialization.data(withJSONObject: tok).write(to: URL(fileURLWithPath: dir + "/tokenizer.json"))
+            try assertConversionFails(dir, mentions: ["tokenizer.json", "token \"zz\" has id \(shown), not a valid token id"])
+        }
+    }
+
     func testTruncatedSafetensors() throws {
         let whole = try Data(contentsOf: URL(fileURLWithPath: Fixtures.tiny + "/model.safetensors"))
         let dir = try checkpoint("truncated", weights: whole.prefix(whole.count / 2))
