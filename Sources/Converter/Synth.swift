@@ -44,7 +44,11 @@ public enum Synth {
         guard let preset = presets[name] else {
             throw FireboltError("unknown preset '\(name)' (known: \(presetNames.joined(separator: ", ")))")
         }
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        do { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) } catch {
+            var isDirectory: ObjCBool = false
+            let exists = FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory)
+            throw FireboltError(exists && !isDirectory.boolValue ? "exists and is not a folder" : "cannot create the folder", file: folder)
+        }
         let tensors = plan(preset)
         try SafetensorsWriter.write(tensors: tensors, seed: seed, to: folder + "/model.safetensors")
         let tokenizer = try SynthTokenizer.make(vocabSize: preset.text.vocabSize, seed: seed, withImageToken: preset.vision != nil)

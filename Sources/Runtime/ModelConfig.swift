@@ -50,6 +50,11 @@ public struct LFM2Config: Codable, Equatable {
                     "num_attention_heads (\(numAttentionHeads)) must be a multiple of num_key_value_heads (\(numKeyValueHeads))")
         try require(headDim > 0 && headDim % 2 == 0, "head_dim must be positive and even")
         try require(convKernelSize >= 1, "conv_kernel_size must be positive")
+        try require(normEps.isFinite && normEps > 0, "norm_eps must be positive and finite (\(normEps))")
+        try require(ropeTheta.isFinite && ropeTheta > 0, "rope_theta must be positive and finite")
+        let limit = ModelConfig.sizeLimit
+        try require(vocabSize <= 1 << 24 && hiddenSize <= limit && intermediateSize <= limit && numHiddenLayers <= 1024 &&
+                    numAttentionHeads <= 1024 && headDim <= 4096, "a size is beyond what any model has")
     }
 }
 

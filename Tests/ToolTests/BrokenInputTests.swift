@@ -138,6 +138,14 @@ final class BrokenInputTests: XCTestCase {
             let dir = try checkpoint("id-\(key)", weights: weights) { $0[key] = value }
             try assertConversionFails(dir, mentions: [message])
         }
+        for (key, value) in [("norm_eps", 1e300), ("rope_theta", -1.0)] {
+            let dir = try checkpoint("text-\(key)", weights: weights) { json in
+                var text = json["text_config"] as! [String: Any]
+                text[key] = value
+                json["text_config"] = text
+            }
+            try assertConversionFails(dir, mentions: ["invalid text config", key])
+        }
         for (size, message) in [(["height": -8, "width": -8], "size -8x-8"), (["shortest_edge": 100000], "size 100000x100000"),
                                 (["height": 256, "width": 300], "size 300x256")] {
             let dir = try checkpoint("pre-\(size.values.first!)", weights: weights)

@@ -205,5 +205,8 @@ final class RunToolTests: XCTestCase {
         let again = try Tools.run("fbconvert", ["synth", "--preset", "nope", "-o", dir])
         XCTAssertEqual(again.status, 64)
         XCTAssertTrue(again.stderr.contains("unknown preset 'nope'"), again.stderr)
+        let onFile = try Tools.run("fbconvert", ["synth", "--preset", "tiny", "-o", model])
+        XCTAssertEqual(onFile.status, 1)
+        XCTAssertEqual(onFile.stderr, "fbconvert: error: \(model): exists and is not a folder\n")
     }
 }
