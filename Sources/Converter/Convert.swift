@@ -145,6 +145,7 @@ public enum FBMConverter {
                     file.prefetch(tensor)
                 }
                 let values = try sourceValues(t, checkpoint: checkpoint)
+                try checkFinite(values, count: t.shape.reduce(1, *), tensor: sourceName(t) ?? t.name)
                 let encoded = encode(values, shape: t.shape, as: type, pool: pool)
                 if let n = sourceName(t) { checkpoint.files.forEach { f in if let s = try? f.tensor(n) { f.release(s) } } }
                 try background.submit(index: index, encoded)
@@ -171,6 +172,15 @@ public enum FBMConverter {
         } catch {
             background.abort()
             throw error
+        }
+    }
+
+    /// A NaN or infinite weight makes every answer meaningless (a NaN embedding row emitted token 0 forever), so
+    /// the checkpoint is refused, naming the tensor and the first bad position.
+    static func checkFinite(_ values: FloatBuffer, count: Int, tensor: String) throws {
+        let p = values.pointer
+        for i in 0..<count where !p[i].isFinite {
+            throw FireboltError("tensor \(tensor): value \(p[i]) at flat index \(i) is not finite: the checkpoint is damaged")
         }
     }
 

@@ -62,7 +62,7 @@ public final class Evaluator {
     public init(model: LoadedModel, threads: Int, maxAnswerTokens: Int = 48) {
         self.model = model
         self.maxAnswerTokens = maxAnswerTokens
-        generator = TextGenerator(model: model, contextLength: 512, threads: threads, kvCache: .default)
+        generator = TextGenerator(model: model, contextLength: 2048, threads: threads, kvCache: .default)  // mapped lazily
     }
 
     /// The model's answer, whitespace trimmed.

@@ -52,6 +52,9 @@ func runConvert(_ args: [String]) throws {
         options.visionBits = vb
     }
     options.groupSize = try a.int("group-size", default: 32)!
+    guard options.groupSize == 32 else {
+        throw UsageError("--group-size \(options.groupSize) is not supported: the kernels read groups of 32 weights", command: "fbconvert")
+    }
     options.compression = try a.choice("compress", ["zstd", "none"], default: "zstd") == "zstd" ? .zstd : .none
     options.zstdLevel = try a.int("zstd-level", default: 3, range: 1...22)!
     options.keep = a.strings("keep")

@@ -194,6 +194,26 @@ final class BrokenInputTests: XCTestCase {
         try assertConversionFails(dir, mentions: ["model.safetensors", "unknown dtype Q7"])
     }
 
+    /// A NaN or infinite weight is refused at conversion, naming the tensor (a NaN embedding converted silently,
+    /// reported "rel. RMS err 0.00000", and the model emitted token 0 forever).
+    func testNonFiniteWeightsAreRefused() throws {
+        for (bits, value) in [(4, Float.nan), (32, -Float.infinity)] {
+            var entries = try fixtureEntries()
+            let index = try XCTUnwrap(entries.firstIndex { $0.0 == "base_lm.model.embed_tokens.weight" })
+            var data = entries[index].3
+            withUnsafeBytes(of: value.bitPattern.littleEndian) { data.replaceSubrange(40..<44, with: $0) }   // element 10
+            entries[index].3 = data
+            let dir = try checkpoint("nonfinite-\(bits)", weights: SafetensorsBuilder.raw(entries))
+            let output = folder.file("out.fbm")
+            let r = try Tools.run("fbconvert", ["--bits", "\(bits)", "-q", "-o", output, dir])
+            XCTAssertEqual(r.status, 1, r.stderr)
+            XCTAssertTrue(r.stderr.contains("tensor base_lm.model.embed_tokens.weight: value \(value) at flat index 10 is not finite"), r.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: output))
+        }
+        let usage = try Tools.run("fbconvert", ["--bits", "4", "--group-size", "64", "-o", folder.file("g.fbm"), Fixtures.tiny])
+        XCTAssertEqual(usage.status, 64, "an unsupported --group-size is a usage error: \(usage.stderr)")
+    }
+
     func testOverlappingAndOutOfRangeOffsets() throws {
         let overlap = "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}"
         let dir = try checkpoint("overlap", weights: SafetensorsBuilder.bytes(headerJSON: overlap, data: Data(count: 24)))
