@@ -206,8 +206,13 @@ public enum ImageDecoder {
         while offset + 12 <= bytes.count {
             let length = be32(bytes, offset)
             let end = offset + 12 + length
-            guard length <= 0x7FFF_FFFF, end <= bytes.count else { break }  // libpng reports the damage
             let type = String(decoding: bytes[offset + 4..<offset + 8], as: UTF8.self)
+            guard length <= 0x7FFF_FFFF, end <= bytes.count else {
+                // libpng reports cut image data itself, but it allocates any other chunk's claimed length first
+                // (a 141-byte file claiming a 2 GB text chunk cost 2 GB): refuse those here.
+                if type == "IDAT" { break }
+                throw FireboltError("truncated PNG image: the \(type.debugDescription) chunk at byte \(offset) claims \(length) bytes; the file has \(bytes.count - offset - 12) left", file: name)
+            }
             if type == "eXIf" && orientation == nil {
                 orientation = exifOrientation(tiff: bytes[offset + 8..<offset + 8 + length])
             }

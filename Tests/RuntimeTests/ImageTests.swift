@@ -424,6 +424,10 @@ final class ImageTests: XCTestCase {
         assertThrows(Array(fixture.prefix(fixture.count / 2)), name: "half.png", ["truncated", "PNG"])
         assertThrows(Array(fixture.prefix(20)), name: "short.png", ["truncated", "PNG"])
         assertThrows(Array(fixture.prefix(5)), name: "tiny.png", ["truncated", "PNG"])
+        // A text chunk claiming 2 GB in a tiny file: refused before libpng would allocate the claimed length.
+        var huge = Array(fixture.prefix(33))                                   // signature + IHDR
+        huge += [0x7F, 0xFF, 0xFF, 0x00] + Array("tEXt".utf8) + Array("comment\0hi".utf8)
+        assertThrows(huge, name: "huge-text.png", ["truncated PNG image", "\"tEXt\" chunk at byte 33 claims 2147483392 bytes"])
         assertThrows(Array(jpeg.prefix(jpeg.count * 2 / 3)), name: "half.jpg", ["truncated", "JPEG"])
         assertThrows(Array(jpeg.prefix(40)), name: "head.jpg", ["truncated", "JPEG"])
         assertThrows(Array("just some words\nnot a picture\n".utf8), name: "notes.txt", ["text", "not"])
