@@ -30,13 +30,13 @@ public enum EvalSet {
         for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let trimmed = line.trimmingCharacters(in: .whitespaces)
             if trimmed.isEmpty { continue }
-            let where_ = "line \(index + 1)"
+            let lineName = "line \(index + 1)"
             guard let object = try? JSONSerialization.jsonObject(with: Data(trimmed.utf8)) as? [String: Any] else {
-                throw FireboltError("\(where_): not a JSON object", file: path)
+                throw FireboltError("\(lineName): not a JSON object", file: path)
             }
             func field(_ name: String) throws -> String {
                 guard let value = object[name] as? String, !value.isEmpty else {
-                    throw FireboltError("\(where_): '\(name)' must be a non-empty string", file: path)
+                    throw FireboltError("\(lineName): '\(name)' must be a non-empty string", file: path)
                 }
                 return value
             }
