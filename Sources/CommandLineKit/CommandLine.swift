@@ -217,15 +217,7 @@ public struct OutputError: Error, CustomStringConvertible {
 /// FileHandle traps on them, and print() loses them in stdio's buffer).
 public enum Output {
     public static func write(_ text: String) throws {
-        var bytes = Array(text.utf8)[...]
-        while !bytes.isEmpty {
-            let n = bytes.withUnsafeBytes { Glibc.write(STDOUT_FILENO, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw OutputError(reason: String(cString: strerror(errno)))
-            }
-            bytes = bytes.dropFirst(n)
-        }
+        if let error = writeAll(STDOUT_FILENO, text) { throw OutputError(reason: String(cString: strerror(error))) }
     }
 
     public static func line(_ text: String) throws { try write(text + "\n") }
@@ -237,13 +229,18 @@ public func printError(_ text: String) {
 }
 
 enum StandardError {
-    static func write(_ text: String) {
-        var bytes = Array(text.utf8)[...]
-        while !bytes.isEmpty {
-            let n = bytes.withUnsafeBytes { Glibc.write(STDERR_FILENO, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return }
-            bytes = bytes.dropFirst(n)
-        }
+    static func write(_ text: String) { _ = writeAll(STDERR_FILENO, text) }
+}
+
+/// All of `text` to `fd` through write(2), retrying short and interrupted writes: nil, or the errno that stopped it.
+private func writeAll(_ fd: Int32, _ text: String) -> Int32? {
+    var bytes = Array(text.utf8)[...]
+    while !bytes.isEmpty {
+        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n < 0 { return errno }
+        if n == 0 { return EIO }
+        bytes = bytes.dropFirst(n)
     }
+    return nil
 }

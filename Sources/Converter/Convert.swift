@@ -104,7 +104,6 @@ public enum FBMConverter {
         try options.validate()
         let start = Date()
         let checkpoint = try Checkpoint(input: input)
-        _ = try AtomicFileWriter.checkDestination(output, protecting: checkpoint.sourcePaths)
         let plan: ModelPlan
         do { plan = try ModelPlan(checkpoint: checkpoint) } catch let e as FireboltError { throw e.inFile(input) }
 

@@ -34,7 +34,7 @@ public final class AtomicFileWriter {
     }
 
     /// Where `requested` really writes (a symlink's target) and the mode of the file it replaces, or an error
-    /// naming the problem. Callers that do long work before writing call this first.
+    /// naming the problem. The writer runs it when created, which callers do before their long work.
     public static func checkDestination(_ requested: String, protecting inputs: [String] = []) throws
         -> (path: String, existingMode: mode_t?) {
         if requested.hasSuffix("/") { throw FireboltError("names a folder: give the output file's name", file: requested) }

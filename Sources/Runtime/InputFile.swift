@@ -5,19 +5,17 @@ import Glibc
 
 /// Reading a whole input file (configs, tokenizers, images, question files, .npy) with the checks every reader
 /// needs: only regular files (a FIFO would block forever, /dev/zero never ends, a directory is a mistake), opened
-/// without blocking, with a size limit where the caller has one.
+/// without blocking.
 public enum InputFile {
     public enum Problem: Error, CustomStringConvertible, Equatable {
         case notFound
         case notRegular(String)
-        case tooLarge(bytes: Int, limit: Int)
         case unreadable(String)
 
         public var description: String {
             switch self {
             case .notFound: return "file not found"
             case let .notRegular(kind): return "not a regular file (\(kind))"
-            case let .tooLarge(bytes, limit): return "file too large (\(bytes) bytes; the limit is \(limit))"
             case let .unreadable(reason): return "cannot read: \(reason)"
             }
         }
@@ -56,11 +54,10 @@ public enum InputFile {
         }
     }
 
-    /// The whole file, at most `maxBytes`.
-    public static func read(_ path: String, maxBytes: Int = Int.max) throws -> Data {
+    /// The whole file.
+    public static func read(_ path: String) throws -> Data {
         let (fd, size) = try openRegular(path)
         defer { close(fd) }
-        guard size <= maxBytes else { throw Problem.tooLarge(bytes: size, limit: maxBytes) }
         var data = Data(count: size)
         var done = 0
         while done < size {
