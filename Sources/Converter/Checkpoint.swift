@@ -107,25 +107,52 @@ public final class Checkpoint {
     }
 }
 
-/// Typed look-ups in a decoded JSON object, tolerant of the spellings different exporters use.
+/// Typed look-ups in a decoded JSON object, tolerant of the spellings different exporters use. A value of the
+/// wrong kind is an error naming the file and the key, never a silent default or a truncated number.
 struct JSONObject {
     let values: [String: Any]
-    init(_ values: [String: Any]) { self.values = values }
+    let file: String?
+    let path: String   // "text_config." for a nested object: how error messages name its keys
 
-    func object(_ key: String) -> JSONObject? { (values[key] as? [String: Any]).map(JSONObject.init) }
+    init(_ values: [String: Any], file: String? = nil, path: String = "") {
+        self.values = values
+        self.file = file
+        self.path = path
+    }
+
+    func object(_ key: String) -> JSONObject? {
+        (values[key] as? [String: Any]).map { JSONObject($0, file: file, path: path + key + ".") }
+    }
     func string(_ key: String) -> String? { values[key] as? String }
-    func int(_ keys: String...) -> Int? {
-        for k in keys { if let n = values[k] as? NSNumber, !(values[k] is Bool) { return n.intValue } }
+
+    private func wrong(_ key: String, _ value: Any, _ wanted: String) -> FireboltError {
+        FireboltError("\(path)\(key) is \(value), not \(wanted)", file: file)
+    }
+    private func number(_ key: String, _ value: Any) throws -> NSNumber {
+        // JSON true/false also arrive as NSNumber (and `is Bool` holds for 0 and 1 as well): objCType "c" marks them.
+        guard let n = value as? NSNumber, String(cString: n.objCType) != "c" else { throw wrong(key, value, "a number") }
+        return n
+    }
+    private func whole(_ key: String, _ value: Any) throws -> Int {
+        // Int(exactly:) refuses fractions and anything past Int's range (NSNumber.intValue turns 2^70 into 0).
+        guard let n = Int(exactly: try number(key, value).doubleValue) else { throw wrong(key, value, "a whole number in range") }
+        return n
+    }
+
+    /// The first of `keys` present, as a whole number.
+    func int(_ keys: String...) throws -> Int? {
+        for k in keys { if let v = values[k] { return try whole(k, v) } }
         return nil
     }
-    func double(_ keys: String...) -> Double? {
-        for k in keys { if let n = values[k] as? NSNumber { return n.doubleValue } }
+    func double(_ keys: String...) throws -> Double? {
+        for k in keys { if let v = values[k] { return try number(k, v).doubleValue } }
         return nil
     }
-    func ints(_ key: String) -> [Int]? {
-        if let list = values[key] as? [NSNumber] { return list.map(\.intValue) }
-        if let n = values[key] as? NSNumber { return [n.intValue] }
-        return nil
+    /// A list of whole numbers, or one.
+    func ints(_ key: String) throws -> [Int]? {
+        guard let v = values[key] else { return nil }
+        if let list = v as? [Any] { return try list.map { try whole(key, $0) } }
+        return [try whole(key, v)]
     }
     func strings(_ key: String) -> [String]? { values[key] as? [String] }
 }

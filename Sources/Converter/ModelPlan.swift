@@ -51,7 +51,7 @@ public struct ModelPlan {
     ]
 
     public init(checkpoint ck: Checkpoint) throws {
-        let root = JSONObject(ck.config)
+        let root = JSONObject(ck.config, file: ck.folder + "/config.json")
         guard let modelType = root.string("model_type") else {
             throw FireboltError("config.json has no model_type (expected fireboltlm or lfm2)", file: ck.folder + "/config.json")
         }
@@ -81,25 +81,31 @@ public struct ModelPlan {
         }
         try builder.checkEverySourceTensorIsAccounted(dropped: modelType == "fireboltlm" ? Self.droppedPrefixes : [])
 
-        let tokens = try TokenizerSummary(json: ck.tokenizerJSON, file: ck.folder + "/tokenizer.json")
-        let special = try Self.specialTokens(root: root, text: textJSON, tokenizerConfig: JSONObject(ck.tokenizerConfig), tokens: tokens)
+        // The runtime's own tokenizer reads the file here, so whatever it would refuse (a model type other than
+        // BPE, a normalizer it lacks, bad or duplicated ids) is refused now, not after the conversion.
+        let tokenizerPath = ck.folder + "/tokenizer.json"
+        let tokens: Tokenizer
+        do { tokens = try Tokenizer(json: Data(ck.tokenizerJSON.utf8)) } catch let error as TokenizerError {
+            throw FireboltError(error.message, file: tokenizerPath)
+        }
+        let special = try Self.specialTokens(root: root, text: textJSON, tokenizerConfig: JSONObject(ck.tokenizerConfig, file: ck.folder + "/tokenizer_config.json"), tokens: tokens)
         config = ModelConfig(architecture: modelType, text: text, vision: vision, cmm: cmm, specialTokens: special)
         tensors = builder.tensors
         chatTemplate = ck.tokenizerConfig["chat_template"] as? String
         if modelType == "fireboltlm" {
-            preprocessor = try Self.preprocessor(ck.preprocessorConfig.map(JSONObject.init), imageSize: vision!.imageSize)
+            preprocessor = try Self.preprocessor(ck.preprocessorConfig.map { JSONObject($0, file: ck.folder + "/preprocessor_config.json") }, imageSize: vision!.imageSize)
         }
         try config.validate()
         if let vision { try preprocessor?.validate(imageSize: vision.imageSize) }
-        guard tokens.size <= text.vocabSize else {
-            throw FireboltError("tokenizer has \(tokens.size) tokens but the embedding has only \(text.vocabSize) rows", file: ck.folder + "/tokenizer.json")
+        guard tokens.vocabularySize <= text.vocabSize else {
+            throw FireboltError("tokenizer has \(tokens.vocabularySize) tokens but the embedding has only \(text.vocabSize) rows", file: tokenizerPath)
         }
     }
 
-    private static func specialTokens(root: JSONObject, text: JSONObject, tokenizerConfig: JSONObject, tokens: TokenizerSummary) throws -> SpecialTokens {
+    private static func specialTokens(root: JSONObject, text: JSONObject, tokenizerConfig: JSONObject, tokens: Tokenizer) throws -> SpecialTokens {
         func tokenId(_ key: String) -> Int32? {
-            if let name = tokenizerConfig.string(key) { return tokens.id(name) }
-            if let obj = tokenizerConfig.object(key), let name = obj.string("content") { return tokens.id(name) }
+            if let name = tokenizerConfig.string(key) { return tokens.id(forToken: name) }
+            if let obj = tokenizerConfig.object(key), let name = obj.string("content") { return tokens.id(forToken: name) }
             return nil
         }
         func id32(_ value: Int?, _ key: String) throws -> Int32? {
@@ -110,10 +116,10 @@ public struct ModelPlan {
         let bos = try id32(root.int("bos_token_id") ?? text.int("bos_token_id"), "bos_token_id") ?? tokenId("bos_token")
         var eos = try (root.ints("eos_token_id") ?? text.ints("eos_token_id") ?? []).map { try id32($0, "eos_token_id")! }
         if let fromTokenizer = tokenId("eos_token"), !eos.contains(fromTokenizer) { eos.append(fromTokenizer) }
-        if let imEnd = tokens.id("<|im_end|>"), !eos.contains(imEnd) { eos.append(imEnd) }
+        if let imEnd = tokens.id(forToken: "<|im_end|>"), !eos.contains(imEnd) { eos.append(imEnd) }
         guard !eos.isEmpty else { throw FireboltError("no end-of-sequence token: config.json has no eos_token_id and the tokenizer no <|im_end|>") }
         let pad = try id32(root.int("pad_token_id") ?? text.int("pad_token_id"), "pad_token_id") ?? tokenId("pad_token")
-        let image = try id32(root.int("image_token_id"), "image_token_id") ?? tokens.id("<image>")
+        let image = try id32(root.int("image_token_id"), "image_token_id") ?? tokens.id(forToken: "<image>")
         return SpecialTokens(bos: bos, eos: eos, pad: pad, image: image)
     }
 
@@ -123,14 +129,14 @@ public struct ModelPlan {
         p.height = imageSize
         guard let json else { return p }
         if let size = json.object("size") {
-            p.width = size.int("width") ?? size.int("shortest_edge") ?? p.width
-            p.height = size.int("height") ?? size.int("shortest_edge") ?? p.height
+            p.width = try size.int("width") ?? size.int("shortest_edge") ?? p.width
+            p.height = try size.int("height") ?? size.int("shortest_edge") ?? p.height
         }
-        p.resample = json.int("resample") ?? p.resample
+        p.resample = try json.int("resample") ?? p.resample
         guard p.resample == 2 || p.resample == 3 else {
             throw FireboltError("preprocessor resample \(p.resample) is not supported (2 bilinear, 3 bicubic)")
         }
-        p.rescaleFactor = json.double("rescale_factor") ?? p.rescaleFactor
+        p.rescaleFactor = try json.double("rescale_factor") ?? p.rescaleFactor
         if let mean = json.values["image_mean"] as? [NSNumber], mean.count == 3 { p.imageMean = mean.map(\.doubleValue) }
         if let std = json.values["image_std"] as? [NSNumber], std.count == 3 { p.imageStd = std.map(\.doubleValue) }
         p.doResize = (json.values["do_resize"] as? Bool) ?? true
@@ -179,7 +185,7 @@ struct PlanBuilder {
         let embedShape = try shape(embedName)
         guard embedShape.count == 2 else { throw FireboltError("tensor \(embedName) has shape \(embedShape), expected [vocab, hidden]") }
         let (vocab, hidden) = (embedShape[0], embedShape[1])
-        if let v = json.int("vocab_size"), v != vocab {
+        if let v = try json.int("vocab_size"), v != vocab {
             throw FireboltError("config vocab_size \(v) does not match \(embedName) rows \(vocab)")
         }
         let layers = layerIndices(p + "model.layers.")
@@ -191,19 +197,19 @@ struct PlanBuilder {
         if let declared = json.strings("layer_types") {
             let normalized = declared.map { $0 == "full_attention" || $0 == "attention" ? "attention" : $0 }
             guard normalized == kinds else { throw FireboltError("config layer_types \(declared) does not match the checkpoint's layers \(kinds)") }
-        } else if let attentionLayers = json.ints("full_attn_idxs") {
+        } else if let attentionLayers = try json.ints("full_attn_idxs") {
             guard attentionLayers.sorted() == kinds.indices.filter({ kinds[$0] == "attention" }) else {
                 throw FireboltError("config full_attn_idxs \(attentionLayers) does not match the checkpoint's attention layers")
             }
         }
-        if let n = json.int("num_hidden_layers"), n != layers.count {
+        if let n = try json.int("num_hidden_layers"), n != layers.count {
             throw FireboltError("config num_hidden_layers \(n) but the checkpoint has \(layers.count) layers")
         }
         let firstAttention = kinds.firstIndex(of: "attention")
         let firstConv = kinds.firstIndex(of: "conv")
-        var headDim = json.int("head_dim") ?? 0
-        var heads = json.int("num_attention_heads") ?? 0
-        var kvHeads = json.int("num_key_value_heads") ?? 0
+        var headDim = try json.int("head_dim") ?? 0
+        var heads = try json.int("num_attention_heads") ?? 0
+        var kvHeads = try json.int("num_key_value_heads") ?? 0
         if let a = firstAttention {
             let lp = p + "model.layers.\(a).self_attn."
             headDim = try shape(lp + "q_layernorm.weight").first ?? 0
@@ -224,14 +230,14 @@ struct PlanBuilder {
             if headDim == 0 { headDim = hidden / heads }
         }
         let mlpWidth = try shape(p + "model.layers.0.feed_forward.w1.weight").first ?? 0
-        var kernelSize = json.int("conv_L_cache") ?? 3
+        var kernelSize = try json.int("conv_L_cache") ?? 3
         if let c = firstConv { kernelSize = try shape(p + "model.layers.\(c).conv.conv.weight").last ?? kernelSize }
-        let ropeTheta = json.double("rope_theta") ?? json.object("rope_parameters")?.double("rope_theta") ?? 1_000_000
+        let ropeTheta = try json.double("rope_theta") ?? json.object("rope_parameters")?.double("rope_theta") ?? 1_000_000
 
         let config = LFM2Config(vocabSize: vocab, hiddenSize: hidden, intermediateSize: mlpWidth, numHiddenLayers: layers.count,
                                 numAttentionHeads: heads, numKeyValueHeads: kvHeads, headDim: headDim, layerTypes: kinds,
-                                convKernelSize: kernelSize, normEps: Float(json.double("norm_eps") ?? 1e-5), ropeTheta: ropeTheta,
-                                maxPositionEmbeddings: json.int("max_position_embeddings") ?? 128_000)
+                                convKernelSize: kernelSize, normEps: Float(try json.double("norm_eps") ?? 1e-5), ropeTheta: ropeTheta,
+                                maxPositionEmbeddings: try json.int("max_position_embeddings") ?? 128_000)
         try config.validate()
 
         try add("model.embed_tokens.weight", .embeddings, [vocab, hidden], .matrix, from: embedName)
@@ -289,13 +295,13 @@ struct PlanBuilder {
         guard !layers.isEmpty, layers == Array(0..<layers.count) else { throw FireboltError("vision encoder layers are missing or not numbered 0..<n") }
         let mlp = try shape(p + "encoder.layers.0.mlp.fc1.weight").first ?? 0
         // Head count is not visible in the shapes; SigLIP uses 64-wide heads (base: 768 / 12).
-        let heads = json.int("num_attention_heads") ?? max(1, hidden / 64)
+        let heads = try json.int("num_attention_heads") ?? max(1, hidden / 64)
         guard hidden % heads == 0 else { throw FireboltError("vision hidden size \(hidden) is not a multiple of \(heads) heads") }
         let config = VisionConfig(hiddenSize: hidden, intermediateSize: mlp, numHiddenLayers: layers.count, numAttentionHeads: heads,
                                   numChannels: channels, imageSize: side * patchSize, patchSize: patchSize,
-                                  layerNormEps: Float(json.double("layer_norm_eps") ?? 1e-6),
+                                  layerNormEps: Float(try json.double("layer_norm_eps") ?? 1e-6),
                                   hiddenAct: json.string("hidden_act") ?? "gelu_pytorch_tanh")
-        if let declared = json.int("hidden_size"), declared != hidden {
+        if let declared = try json.int("hidden_size"), declared != hidden {
             throw FireboltError("vision_config hidden_size \(declared) does not match \(patchName)")
         }
         let v = "vision_model."
@@ -391,30 +397,4 @@ struct PlanBuilder {
                                 file: try? ck.file(for: name).path)
         }
     }
-}
-
-/// Just enough of tokenizer.json to resolve special tokens by name.
-struct TokenizerSummary {
-    private var ids: [String: Int32] = [:]
-    var size = 0
-
-    init(json: String, file: String) throws {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
-              let model = object["model"] as? [String: Any], let vocab = model["vocab"] as? [String: Any] else {
-            throw FireboltError("tokenizer.json has no model.vocab object", file: file)
-        }
-        // Ids must be whole numbers that fit a token id; anything else the runtime would refuse or misread.
-        func tokenId(_ value: Any?, _ token: String) throws -> Int32 {
-            guard let n = value as? NSNumber, let id = Int32(exactly: n.doubleValue), id >= 0
-            else { throw FireboltError("token \(token.debugDescription) has id \(value.map { "\($0)" } ?? "none"), not a valid token id", file: file) }
-            return id
-        }
-        for (token, id) in vocab { ids[token] = try tokenId(id, token) }
-        for entry in object["added_tokens"] as? [[String: Any]] ?? [] {
-            if let content = entry["content"] as? String { ids[content] = try tokenId(entry["id"], content) }
-        }
-        size = (ids.values.max().map { Int($0) + 1 }) ?? 0
-    }
-
-    func id(_ token: String) -> Int32? { ids[token] }
 }

@@ -55,6 +55,7 @@ public final class SafetensorsFile {
         }
         base = p
         mappedLength = size
+        MappedFiles.register(base: p, length: size, path: path)
         do {
             var headerLength: UInt64 = 0
             withUnsafeMutableBytes(of: &headerLength) { $0.copyMemory(from: UnsafeRawBufferPointer(start: p, count: 8)) }
@@ -116,6 +117,7 @@ public final class SafetensorsFile {
             metadata = meta
             tensorsByName = tensors
         } catch let error as FireboltError {
+            MappedFiles.unregister(base: p)
             munmap(p, size)
             throw error.inFile(path)
         }
@@ -125,7 +127,11 @@ public final class SafetensorsFile {
         madvise(p, size, MADV_WILLNEED)
     }
 
-    deinit { if let base { munmap(base, mappedLength) } }
+    deinit {
+        guard let base else { return }
+        MappedFiles.unregister(base: base)
+        munmap(base, mappedLength)
+    }
 
     public func tensorNames() -> [String] { tensorsByName.keys.sorted() }
     public var tensors: [Tensor] { Array(tensorsByName.values) }

@@ -178,9 +178,17 @@ enum TemporaryFiles {
     }
 }
 
-private func temporaryFilesSignalHandler(_ signalNumber: Int32) {
-    for i in 0..<64 {
-        if let path = TemporaryFiles.table[i] { unlink(path) }
+extension TemporaryFiles {
+    /// Only unlink(2): safe inside a signal handler.
+    static func removeAllFromSignalHandler() {
+        guard installed else { return }   // the table is initialised with the first registration
+        for i in 0..<64 {
+            if let path = table[i] { unlink(path) }
+        }
     }
+}
+
+private func temporaryFilesSignalHandler(_ signalNumber: Int32) {
+    TemporaryFiles.removeAllFromSignalHandler()
     _exit(128 + signalNumber)
 }

@@ -218,9 +218,13 @@ final class MemoryMapping {
         }
         base = p
         self.length = length
+        MappedFiles.register(base: p, length: length, path: path)
     }
 
-    deinit { munmap(base, length) }
+    deinit {
+        MappedFiles.unregister(base: base)
+        munmap(base, length)
+    }
 }
 
 /// One anonymous mapping that holds every loaded tensor, each at a 64-byte aligned offset (one region rather than a

@@ -54,7 +54,10 @@ public struct RGBImage: Equatable {
 /// does: alpha is dropped (not composited), grey and palette images are expanded, EXIF orientation is applied.
 /// The format is recognised by its first bytes, never by the file name.
 public enum ImageDecoder {
-    public static let defaultMaxPixels = 64_000_000
+    /// Images with more pixels are refused before any pixel memory is allocated. Decoding holds at most 9 bytes per
+    /// pixel (a 16-bit PNG: its samples, then the 8-bit copy), so 4096 × 4096 costs at most 151 MB: within
+    /// what a 512 MB board can spare. `fbrun --max-image-pixels` raises it.
+    public static let defaultMaxPixels = 4096 * 4096
 
     public enum Format: String { case png = "PNG", jpeg = "JPEG" }
 

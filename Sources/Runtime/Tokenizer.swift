@@ -185,8 +185,10 @@ public final class Tokenizer: @unchecked Sendable {
         var maxId = -1
         for (tok, v) in vocabJ {
             guard let id = v.intValue, id >= 0, id <= Int(Int32.max) - 1 else {
-                throw TokenizerError("model.vocab entry \"\(tok)\" has an invalid id (\(v.kindName))")
+                throw TokenizerError("model.vocab entry \"\(tok)\" has id \(v.valueDescription), not a valid token id")
             }
+            // JSON readers disagree on which copy of a repeated key wins, so a repeat is an error, not a choice.
+            if vocab.get(tok) != nil { throw TokenizerError("model.vocab lists \"\(tok)\" more than once") }
             vocab.insert(tok, id: Int32(id))
             maxId = max(maxId, id)
         }
@@ -214,6 +216,12 @@ public final class Tokenizer: @unchecked Sendable {
             }
         }
 
+        // The id table is as long as the largest id: bound it by what the file lists, so that one forged id
+        // cannot make it gigabytes (real tokenizers number their tokens densely; some leave a few holes).
+        let listed = vocabJ.count + added.count
+        guard maxId < 2 * listed + 1024 else {
+            throw TokenizerError("token id \(maxId) is far beyond the \(listed) tokens the file lists (ids must number the tokens)")
+        }
         let size = maxId + 1
         var idToToken = [String?](repeating: nil, count: size)
         for (tok, _) in vocabJ {

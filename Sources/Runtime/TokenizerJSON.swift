@@ -43,6 +43,16 @@ enum TokenizerJSON: Sendable {
     var arrayValue: [TokenizerJSON]? { if case .array(let a) = self { return a } else { return nil } }
     var objectValue: [(key: String, value: TokenizerJSON)]? { if case .object(let o) = self { return o } else { return nil } }
 
+    /// A number as it was written (2147483648, -1, 3.5), else the kind of value: for error messages.
+    var valueDescription: String {
+        switch self {
+        case .int(let v): return String(v)
+        case .double(let d): return d.rounded() == d && abs(d) < 1e18 ? String(Int64(d)) : String(d)
+        case .string(let s): return "\"\(s)\""
+        default: return kindName
+        }
+    }
+
     /// A short description of the kind of value, for error messages.
     var kindName: String {
         switch self {

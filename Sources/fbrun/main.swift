@@ -23,7 +23,7 @@ let generateSpec = CommandSpec(
     options: commonModelOptions + [
         .value("prompt", short: "p", "TEXT", "the question (put in the chat template unless --raw)"),
         .value("image", short: "i", "FILE", "an image (PNG or JPEG) to ask about"),
-        .value("max-image-pixels", "N", "refuse larger images (default 64000000)"),
+        .value("max-image-pixels", "N", "refuse larger images (default \(ImageDecoder.defaultMaxPixels), 4096 × 4096)"),
         .flag("raw", "feed the prompt text as is, without the chat template"),
         .value("max-tokens", short: "n", "N", "stop after N generated tokens (default 256)"),
         .value("temperature", "T", "0 = greedy (pure argmax: no penalty or filter unless given); default 0.3"),
@@ -47,7 +47,7 @@ let logitsSpec = CommandSpec(
         .flag("raw", "use the prompt text as is"),
         .value("prompt-ids", "IDS", "token ids: a .npy of int64/int32, or a comma-separated list, used exactly"),
         .value("image", short: "i", "FILE", "an image the prompt refers to"),
-        .value("max-image-pixels", "N", "refuse larger images (default 64000000)"),
+        .value("max-image-pixels", "N", "refuse larger images (default \(ImageDecoder.defaultMaxPixels), 4096 × 4096)"),
         .flag("incremental", "run the tokens one at a time through the caches (the decode path) instead of one batch"),
         .value("output", short: "o", "OUT.npy", "where to write the logits"),
     ])

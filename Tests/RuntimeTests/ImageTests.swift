@@ -436,7 +436,8 @@ final class ImageTests: XCTestCase {
         assertThrows(Array("RIFF".utf8) + [0, 0, 0, 0] + Array("WEBPVP8 ".utf8), name: "pic.webp", ["unsupported", "WebP"])
         assertThrows([0x00, 0x01, 0x02, 0x03, 0xF0, 0xF1, 0x00, 0x9A], name: "blob.bin", ["not a PNG or JPEG"])
         assertThrows(Self.pngHeaderOnly(width: 100_000, height: 100_000), name: "huge.png",
-                     ["100000×100000", "10000 megapixels", "limit of 64 megapixels"])
+                     ["100000×100000", "10000 megapixels", "limit of 16.78 megapixels"])
+        assertThrows(Self.pngHeaderOnly(width: 4097, height: 4096), name: "camera.png", ["4097×4096", "limit of 16.78 megapixels"])
         assertThrows(Self.pngHeaderOnly(width: 0, height: 5), name: "zero.png", ["zero size"])
         assertThrows(fixture, name: "limited.png", maxPixels: 10, ["320×240", "limit of 10 pixels"])
         assertThrows(jpeg, name: "limited.jpg", maxPixels: 1000, ["64×32", "limit of 1000 pixels"])

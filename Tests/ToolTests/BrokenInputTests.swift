@@ -163,8 +163,46 @@ final class BrokenInputTests: XCTestCase {
             model["vocab"] = vocab
             tok["model"] = model
             try JSONSerialization.data(withJSONObject: tok).write(to: URL(fileURLWithPath: dir + "/tokenizer.json"))
-            try assertConversionFails(dir, mentions: ["tokenizer.json", "token \"zz\" has id \(shown), not a valid token id"])
+            try assertConversionFails(dir, mentions: ["tokenizer.json", "entry \"zz\" has id \(shown), not a valid token id"])
         }
+        // A number past Int's range used to be read as 0 (NSNumber.intValue); true is not a number.
+        for (key, value, shown, reason): (String, Any, String, String) in [
+            ("num_hidden_layers", Double(1 << 62) * 256 as Any, "text_config.num_hidden_layers is 1180591620717411", "not a whole number in range"),
+            ("vocab_size", true as Any, "text_config.vocab_size is 1", "not a number")] {
+            let dir = try checkpoint("text-\(key)", weights: weights) { json in
+                var text = json["text_config"] as! [String: Any]
+                text[key] = value
+                json["text_config"] = text
+            }
+            try assertConversionFails(dir, mentions: ["config.json", shown, reason])
+        }
+    }
+
+    /// What the runtime's tokenizer cannot run is refused at conversion (the converter reads tokenizer.json with
+    /// the runtime's own reader): a repeated key, on which JSON readers disagree (one took 300000000, the other 7,
+    /// and the runtime then allocated 6 GB); an id far past the tokens listed; a model type other than BPE.
+    func testTokenizersTheRuntimeCannotRunAreRefused() throws {
+        let weights = try Data(contentsOf: URL(fileURLWithPath: Fixtures.tiny + "/model.safetensors"))
+        let original = try String(contentsOfFile: Fixtures.tiny + "/tokenizer.json", encoding: .utf8)
+        XCTAssertTrue(original.contains("\"vocab\": {") || original.contains("\"vocab\":{"))
+        let cases: [(String, String, String)] = [
+            ("duplicate", #""vocab": {"zz": 300000000, "zz": 7, "#, "model.vocab lists \"zz\" more than once"),
+            ("forged-id", #""vocab": {"zz": 300000000, "#, "token id 300000000 is far beyond"),
+        ]
+        for (name, replacement, message) in cases {
+            let dir = try checkpoint("tokenizer-\(name)", weights: weights)
+            let edited = original.replacingOccurrences(of: "\"vocab\": {", with: replacement)
+                .replacingOccurrences(of: "\"vocab\":{", with: replacement)
+            try edited.write(toFile: dir + "/tokenizer.json", atomically: true, encoding: .utf8)
+            try assertConversionFails(dir, mentions: ["tokenizer.json", message])
+        }
+        let dir = try checkpoint("tokenizer-unigram", weights: weights)
+        var tok = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/tokenizer.json"))) as! [String: Any]
+        var model = tok["model"] as! [String: Any]
+        model["type"] = "Unigram"
+        tok["model"] = model
+        try JSONSerialization.data(withJSONObject: tok).write(to: URL(fileURLWithPath: dir + "/tokenizer.json"))
+        try assertConversionFails(dir, mentions: ["tokenizer.json", "unsupported model type \"Unigram\""])
     }
 
     func testTruncatedSafetensors() throws {

@@ -114,6 +114,41 @@ final class RunToolTests: XCTestCase {
         XCTAssertEqual(closedStderr.status, 1, "an error with stderr closed still exits 1")
     }
 
+    /// An uncompressed .fbm is used in place through its memory mapping; cutting the file while fbrun runs makes the
+    /// lost pages raise SIGBUS, which killed fbrun without a word. Now it names the file and exits with status 1.
+    func testModelFileTruncatedWhileInUseIsAnError() throws {
+        let raw = Self.folder.file("shapes-raw.fbm")
+        var options = ConversionOptions()
+        options.bits = 8
+        options.compression = .none
+        try FBMConverter.convert(input: Fixtures.shapesModel, output: raw, options: options)
+        // The held-out questions four times over (absolute image paths): far longer than the wait below.
+        let eval = Fixtures.shapesModel + "/eval"
+        let lines = try String(contentsOfFile: eval + "/questions.jsonl", encoding: .utf8).split(separator: "\n").map { line in
+            line.replacingOccurrences(of: #""image": ""#, with: #""image": ""# + eval + "/")
+        }
+        let questions = Self.folder.file("long-eval.jsonl")
+        try (Array(repeating: lines, count: 4).joined().joined(separator: "\n") + "\n").write(toFile: questions, atomically: true, encoding: .utf8)
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Tools.path("fbrun"))
+        process.arguments = ["eval", "--model", raw, "--data", questions]
+        let err = Pipe()
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = err
+        try process.run()
+        Thread.sleep(forTimeInterval: 1.0)
+        XCTAssertTrue(process.isRunning, "the evaluation ended before the file was cut: the test needs a longer run")
+        XCTAssertEqual(truncate(raw, 8192), 0)
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationReason, .exit, "fbrun died of a signal: \(stderr)")
+        XCTAssertEqual(process.terminationStatus, 1)
+        let errorLines = stderr.split(separator: "\n").filter { $0.contains("error") }
+        XCTAssertEqual(errorLines.count, 1, stderr)
+        XCTAssertTrue(errorLines.first?.contains("fbrun: error: \(raw): the file was truncated or changed while in use") ?? false, stderr)
+    }
+
     func testTokenize() throws {
         let ids = try Tools.run("fbrun", ["tokenize", "--model", Self.model, "--text", "What color is the big circle?"])
         XCTAssertEqual(ids.status, 0, ids.stderr)
