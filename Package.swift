@@ -40,6 +40,8 @@ let package = Package(
 
         .executableTarget(name: "fbconvert", dependencies: ["Converter", "Runtime", "CommandLineKit"]),
         .executableTarget(name: "fbrun", dependencies: ["Runtime", "CommandLineKit"]),
+        // Every parser of untrusted bytes as a libFuzzer target (scripts/fuzz.sh), or replaying files through one.
+        .executableTarget(name: "fbfuzz", dependencies: ["Converter", "Runtime"]),
 
         // Fixture paths, temporary folders and running the built tools, for the test targets only.
         .target(name: "TestSupport", dependencies: ["Runtime"], path: "Tests/Support"),
@@ -49,6 +51,6 @@ let package = Package(
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Kernels", "Converter", "TestSupport"]),
         .testTarget(name: "ConverterTests", dependencies: ["Converter", "Runtime", "Kernels", "TestSupport"]),
         // End-to-end: runs the built fbconvert / fbrun binaries as a user would.
-        .testTarget(name: "ToolTests", dependencies: ["fbconvert", "fbrun", "Converter", "Runtime", "Kernels", "TestSupport"]),
+        .testTarget(name: "ToolTests", dependencies: ["fbconvert", "fbrun", "fbfuzz", "Converter", "Runtime", "Kernels", "TestSupport"]),
     ]
 )

@@ -95,8 +95,10 @@ public struct ModelPlan {
         if modelType == "fireboltlm" {
             preprocessor = try Self.preprocessor(ck.preprocessorConfig.map { JSONObject($0, file: ck.folder + "/preprocessor_config.json") }, imageSize: vision!.imageSize)
         }
-        try config.validate()
-        if let vision { try preprocessor?.validate(imageSize: vision.imageSize) }
+        do { try config.validate() } catch let error as FireboltError { throw error.inFile(ck.folder + "/config.json") }
+        do {
+            if let vision { try preprocessor?.validate(imageSize: vision.imageSize) }
+        } catch let error as FireboltError { throw error.inFile(ck.folder + "/preprocessor_config.json") }
         guard tokens.vocabularySize <= text.vocabSize else {
             throw FireboltError("tokenizer has \(tokens.vocabularySize) tokens but the embedding has only \(text.vocabSize) rows", file: tokenizerPath)
         }
@@ -296,7 +298,9 @@ struct PlanBuilder {
         let mlp = try shape(p + "encoder.layers.0.mlp.fc1.weight").first ?? 0
         // Head count is not visible in the shapes; SigLIP uses 64-wide heads (base: 768 / 12).
         let heads = try json.int("num_attention_heads") ?? max(1, hidden / 64)
-        guard hidden % heads == 0 else { throw FireboltError("vision hidden size \(hidden) is not a multiple of \(heads) heads") }
+        guard heads > 0, hidden % heads == 0 else {
+            throw FireboltError("vision hidden size \(hidden) is not a multiple of \(heads) heads", file: json.file)
+        }
         let config = VisionConfig(hiddenSize: hidden, intermediateSize: mlp, numHiddenLayers: layers.count, numAttentionHeads: heads,
                                   numChannels: channels, imageSize: side * patchSize, patchSize: patchSize,
                                   layerNormEps: Float(try json.double("layer_norm_eps") ?? 1e-6),

@@ -165,6 +165,16 @@ final class BrokenInputTests: XCTestCase {
             try JSONSerialization.data(withJSONObject: tok).write(to: URL(fileURLWithPath: dir + "/tokenizer.json"))
             try assertConversionFails(dir, mentions: ["tokenizer.json", "entry \"zz\" has id \(shown), not a valid token id"])
         }
+        // Converted, then refused by fbrun: now refused at conversion.
+        for (key, value, message): (String, Any, String) in [("hidden_act", "relu", "hidden_act 'relu' is not supported"),
+                                                              ("num_attention_heads", -1, "not a multiple of -1 heads")] {
+            let dir = try checkpoint("vision-\(key)", weights: weights) { json in
+                var vision = json["vision_config"] as! [String: Any]
+                vision[key] = value
+                json["vision_config"] = vision
+            }
+            try assertConversionFails(dir, mentions: ["config.json", message])
+        }
         // A number past Int's range used to be read as 0 (NSNumber.intValue); true is not a number.
         for (key, value, shown, reason): (String, Any, String, String) in [
             ("num_hidden_layers", Double(1 << 62) * 256 as Any, "text_config.num_hidden_layers is 1180591620717411", "not a whole number in range"),
@@ -375,6 +385,31 @@ final class BrokenInputTests: XCTestCase {
         bytes.replaceSubrange(0..<64, with: newPrefix.encoded())
         bytes.replaceSubrange(64 ..< 64 + json.count, with: json)
         return bytes
+    }
+
+    /// A header with a valid checksum but numbers the runtime cannot run (negative CMM heads, image sizes of 0 or
+    /// 30000, a tokenizer id of 2^31 - 2 that would size a table) crashed or aborted fbrun: the runtime validates
+    /// the header's numbers before it allocates or indexes anything.
+    func testForgedHeaderNumbersAreRefused() throws {
+        let cases: [((inout FBMHeader) -> Void, [String])] = [
+            ({ $0.config.cmm!.numHeads = -4 }, ["cmm"]),
+            ({ $0.config.cmm!.headDim = -32 }, ["cmm"]),
+            ({ $0.preprocessor!.width = 0 }, ["preprocessor"]),
+            ({ $0.preprocessor!.height = 30000; $0.preprocessor!.width = 30000 }, ["preprocessor", "30000"]),
+            ({ $0.tokenizer = $0.tokenizer.replacingOccurrences(of: "\"vocab\": {", with: "\"vocab\": {\"zz\": 2147483646, ")
+                .replacingOccurrences(of: "\"vocab\":{", with: "\"vocab\":{\"zz\":2147483646,") }, ["token id 2147483646"]),
+        ]
+        for (edit, words) in cases {
+            let bytes = try withEditedHeader(edit)
+            let path = folder.file("forged.fbm")
+            try bytes.write(to: URL(fileURLWithPath: path))
+            let result = try Tools.run("fbrun", ["--model", path, "-p", "hi", "-n", "2"])
+            XCTAssertEqual(result.status, 1, "fbrun on a forged header: \(result.stderr)")
+            for word in words + ["forged.fbm"] {
+                XCTAssertTrue(result.stderr.contains(word), "'\(result.stderr)' does not mention '\(word)'")
+            }
+            XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, result.stderr)
+        }
     }
 
     func testOffsetOutOfRange() throws {
