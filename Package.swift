@@ -32,14 +32,20 @@ let package = Package(
         // Small argument parser shared by both tools.
         .target(name: "CommandLineKit"),
 
-        // The .fbm reader, tokenizer, model graphs and generation.
-        .target(name: "Runtime", dependencies: ["Kernels", "CZstd", "CPNG", "CTurboJPEG"]),
+        // Byte-level BPE tokenizer with tokenizer.json's pre-tokenizers, post-processors and decoders (Foundation only).
+        .target(name: "Tokenization"),
+
+        // The .fbm reader, image decoding and preprocessing, the model graphs, generation.
+        .target(name: "Runtime", dependencies: ["Kernels", "Tokenization", "CZstd", "CPNG", "CTurboJPEG"]),
+
+        // `fbrun bench` and the CI gate: timed runs with machine probes, compared as ratios.
+        .target(name: "Benchmarks", dependencies: ["Runtime", "Kernels"]),
 
         // safetensors reading, sanitising, quantization policy, .fbm writing.
         .target(name: "Converter", dependencies: ["Runtime", "Kernels", "CZstd"]),
 
         .executableTarget(name: "fbconvert", dependencies: ["Converter", "Runtime", "CommandLineKit"]),
-        .executableTarget(name: "fbrun", dependencies: ["Runtime", "CommandLineKit"]),
+        .executableTarget(name: "fbrun", dependencies: ["Runtime", "Benchmarks", "CommandLineKit"]),
         // Every parser of untrusted bytes as a libFuzzer target (scripts/fuzz.sh), or replaying files through one.
         .executableTarget(name: "fbfuzz", dependencies: ["Converter", "Runtime"]),
 
@@ -48,7 +54,7 @@ let package = Package(
 
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         .testTarget(name: "CommandLineKitTests", dependencies: ["CommandLineKit"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Kernels", "Converter", "TestSupport"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Benchmarks", "Kernels", "Converter", "TestSupport"]),
         .testTarget(name: "ConverterTests", dependencies: ["Converter", "Runtime", "Kernels", "TestSupport"]),
         // End-to-end: runs the built fbconvert / fbrun binaries as a user would.
         .testTarget(name: "ToolTests", dependencies: ["fbconvert", "fbrun", "fbfuzz", "Converter", "Runtime", "Kernels", "TestSupport"]),

@@ -1,5 +1,6 @@
 import CommandLineKit
 import Foundation
+import Benchmarks
 import Runtime
 
 let benchSpec = CommandSpec(

@@ -134,22 +134,17 @@ func runGenerate(_ args: [String]) throws {
     let image = try encodedImage(a, model)
     let ids = a.flag("raw") ? model.tokenizer.encode(prompt, addBOS: false) : model.chatPromptIds(question: prompt, withImage: image != nil)
     let generator = TextGenerator(model: model, contextLength: context, threads: threadCount, kvCache: kvCache)
-    try generator.setImage(grid: image?.grid)
+    try generator.setImage(image)
     var decoder = model.tokenizer.makeStreamingDecoder(skipSpecialTokens: true)
     var generated: [Int32] = []
     let json = a.flag("json")
-    var stats = try generator.generate(prompt: ids, maxTokens: maxTokens, sampling: sampling) { id in
+    let stats = try generator.generate(prompt: ids, maxTokens: maxTokens, sampling: sampling) { id in
         generated.append(id)
         let text = try decoder.append(id)
         if !json && !text.isEmpty { try Output.write(text) }
         return true
     }
     let tail = decoder.finish()
-    if let image {
-        stats.imageDecodeMs = image.decodeMs
-        stats.preprocessMs = image.preprocessMs
-        stats.visionMs = image.visionMs
-    }
     if json {
         let text = try model.tokenizer.decode(generated, skipSpecialTokens: true)
         let object: [String: Any] = ["prompt_ids": ids.map(Int.init), "generated_ids": generated.map(Int.init), "text": text,
@@ -189,7 +184,7 @@ func runLogits(_ args: [String]) throws {
     guard !ids.isEmpty else { throw UsageError("no tokens to run", command: a.command) }
     let context = try a.int("ctx", default: max(4096, ids.count), range: 16...1_048_576)!
     let generator = TextGenerator(model: model, contextLength: context, threads: threadCount, kvCache: kvCache)
-    try generator.setImage(grid: image?.grid)
+    try generator.setImage(image)
     let logits = a.flag("incremental") ? try generator.incrementalLogits(ids) : try generator.allLogits(ids)
     try NumpyArray(float32: logits, shape: [ids.count, model.config.text.vocabSize]).write(to: output)
 }

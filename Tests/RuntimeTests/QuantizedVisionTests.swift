@@ -26,7 +26,7 @@ final class QuantizedVisionTests: XCTestCase {
             XCTAssertEqual(model.file.tensor(named: "vision_model.encoder.layers.0.mlp.fc1.weight")?.type,
                            b.bits == 4 ? .q4 : b.bits == 8 ? .q8 : .f16, "the vision tower is quantized too")
             let generator = TextGenerator(model: model, contextLength: 64, threads: 2)
-            try generator.setImage(grid: try model.encodeImage(path: Fixtures.tiny + "/image.png").grid)
+            try generator.setImage(try model.encodeImage(path: Fixtures.tiny + "/image.png"))
             let c = LogitComparison(try generator.allLogits(ids), golden: golden, vocab: vocab)
             print("[vl] \(b.bits)-bit with image: \(c)")
             XCTAssertLessThan(c.rmsRelative, b.rms, "\(b.bits) bits")

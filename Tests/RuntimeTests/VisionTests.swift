@@ -119,6 +119,21 @@ final class VisionTests: XCTestCase {
         }
     }
 
+    /// The one image path end to end (file → decode → the model's own processor settings → views → tower), through
+    /// its entry point `LoadedModel.encodeImage(path:)`: the golden grid of the authors' code for the same file.
+    /// The tolerance is the pixel-value one: the processor reproduces Pillow's resize exactly (ImageTests), so the
+    /// grid differs from the golden only by float summation order, as from the golden pixel values.
+    func testImageFileToGridMatchesGolden() throws {
+        _ = try model()
+        let loaded = try LoadedModel(path: Self.folder.file("tiny-f32.fbm"), threads: 1)
+        let encoded = try loaded.encodeImage(path: Fixtures.tiny + "/image.png")
+        check("vision_grid from image.png", encoded.grid, try Fixtures.npy("vision_grid.npy").floats)
+        let image = try ImageDecoder.decode(path: Fixtures.tiny + "/image.png")
+        XCTAssertEqual([encoded.width, encoded.height], [image.width, image.height])
+        XCTAssertGreaterThan(encoded.decodeMs, 0)
+        XCTAssertGreaterThan(encoded.visionMs, 0)
+    }
+
     /// The views of an image go through the tower as one batch; each view alone gives the same vector.
     func testBatchedViewsEqualOneAtATime() throws {
         let (_, _, model) = try model()

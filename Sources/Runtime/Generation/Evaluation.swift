@@ -56,7 +56,7 @@ public enum EvalSet {
 public final class Evaluator {
     public let model: LoadedModel
     private let generator: TextGenerator
-    private var cachedImage: (path: String, grid: [Float])?
+    private var cachedImage: (path: String, image: EncodedImage)?
     public let maxAnswerTokens: Int
 
     public init(model: LoadedModel, threads: Int, maxAnswerTokens: Int = 48) {
@@ -68,9 +68,9 @@ public final class Evaluator {
     /// The model's answer, whitespace trimmed.
     public func answer(_ q: EvalQuestion) throws -> String {
         if cachedImage?.path != q.image {
-            cachedImage = (q.image, try model.encodeImage(path: q.image).grid)
+            cachedImage = (q.image, try model.encodeImage(path: q.image))
         }
-        try generator.setImage(grid: cachedImage!.grid)
+        try generator.setImage(cachedImage!.image)
         let ids = model.chatPromptIds(question: q.question, withImage: true)
         var generated: [Int32] = []
         _ = try generator.generate(prompt: ids, maxTokens: maxAnswerTokens, sampling: .greedy) { generated.append($0); return true }

@@ -1,5 +1,6 @@
 import Foundation
 import Kernels
+import Runtime
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -169,24 +170,14 @@ public enum Benchmark {
         let prompt = (0..<options.promptTokens).map { _ in Int32(firstOrdinary + Int(rng.next() % UInt64(vocab - firstOrdinary))) }
         let generator = TextGenerator(model: model, contextLength: options.contextLength, threads: options.threads,
                                       kvCache: options.kvCache)
-        var imagePixels: [Float]? = nil
-        if options.image {  // decoded once; the vision tower runs in every repeat
-            let settings = model.file.header.preprocessor ?? .siglipDefault
-            imagePixels = SiglipPreprocessor.pixelValues(syntheticImage(size: settings.width), config: settings)
-        }
+        // The image path runs in every repeat (the vision tower is most of the time to first token).
+        let image = options.image ? model.vision.map { syntheticImage(size: $0.preprocessor.width) } : nil
 
         func once(promptCount: Int, generate: Int) throws -> (vision: Double, cmm: Double, prefill: Double, decode: Double, ttft: Double) {
-            var visionMs = 0.0
-            if let pixels = imagePixels, let vision = model.vision {
-                let clock = DispatchTime.now().uptimeNanoseconds
-                let grid = vision.encodeImage(views: SiglipPreprocessor.views(pixels, size: vision.vision.config.imageSize))
-                visionMs = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e6
-                try generator.setImage(grid: grid)
-            }
-            var stats = try generator.generate(prompt: Array(prompt.prefix(promptCount)), maxTokens: generate, sampling: .greedy,
+            if let image, let vision = model.vision { try generator.setImage(vision.encode(image: image)) }
+            let stats = try generator.generate(prompt: Array(prompt.prefix(promptCount)), maxTokens: generate, sampling: .greedy,
                                                ignoreEOS: true) { _ in true }
-            stats.visionMs = visionMs
-            return (visionMs, stats.cmmMs, stats.prefillTokensPerSecond, stats.decodeTokensPerSecond, stats.ttftMs)
+            return (stats.visionMs, stats.cmmMs, stats.prefillTokensPerSecond, stats.decodeTokensPerSecond, stats.ttftMs)
         }
 
         log("warming up")
@@ -220,43 +211,5 @@ public enum Benchmark {
             modelBytes: model.file.fileSize, weightBytesPerToken: bytesPerToken, bandwidthBytesPerSecond: Spread(bandwidths).median,
             computeGflops: Spread(computes).median, decodeEfficiency: Spread(efficiencies).median,
             prefillPerComputeGflop: Spread(prefillRatios).median, kvCache: options.kvCache.rawValue)
-    }
-}
-
-/// The CI gate: a new result against the committed baseline.
-public enum BenchGate {
-    public struct Check: Equatable {
-        public let figure: String
-        public let baseline: Double
-        public let value: Double
-        public let limit: String
-        public let passed: Bool
-    }
-
-    /// Peak RSS may grow ≤ 5%; decode efficiency may drop ≤ 20% and prefill per compute ≤ 15%; the file may not grow.
-    /// Decode efficiency gets the wider band because both of its terms (decode speed, the triad probe) move with
-    /// the neighbours' load: identical code gave 0.70–0.85 on the Firebolt-VL entry across runs on this machine kind,
-    /// while the regressions the gate is for (a lost SIMD path, a serial loop) cost 2× or more.
-    public static func compare(_ new: BenchResult, baseline old: BenchResult) -> [Check] {
-        [
-            Check(figure: "peak_rss_bytes", baseline: Double(old.peakRSSBytes), value: Double(new.peakRSSBytes), limit: "≤ +5%",
-                  passed: Double(new.peakRSSBytes) <= Double(old.peakRSSBytes) * 1.05),
-            Check(figure: "decode_efficiency", baseline: old.decodeEfficiency, value: new.decodeEfficiency, limit: "≥ −20%",
-                  passed: new.decodeEfficiency >= old.decodeEfficiency * 0.80),
-            Check(figure: "prefill_per_compute_gflop", baseline: old.prefillPerComputeGflop, value: new.prefillPerComputeGflop,
-                  limit: "≥ −15%", passed: new.prefillPerComputeGflop >= old.prefillPerComputeGflop * 0.85),
-            Check(figure: "model_bytes", baseline: Double(old.modelBytes), value: Double(new.modelBytes), limit: "no growth",
-                  passed: new.modelBytes <= old.modelBytes),
-        ]
-    }
-
-    public static func table(_ checks: [Check]) -> String {
-        var lines = ["figure                      baseline          new   limit       result"]
-        for c in checks {
-            lines.append(c.figure.padding(toLength: 26, withPad: " ", startingAt: 0) +
-                         String(format: " %12.4g %12.4g   ", c.baseline, c.value) +
-                         c.limit.padding(toLength: 10, withPad: " ", startingAt: 0) + "  " + (c.passed ? "ok" : "REGRESSION"))
-        }
-        return lines.joined(separator: "\n")
     }
 }

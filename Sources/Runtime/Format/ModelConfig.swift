@@ -133,6 +133,14 @@ public struct PreprocessorConfig: Codable, Equatable {
     public static let siglipDefault = PreprocessorConfig(width: 256, height: 256, resample: 2, rescaleFactor: 1.0 / 255,
                                                          imageMean: [0.5, 0.5, 0.5], imageStd: [0.5, 0.5, 0.5],
                                                          doResize: true, doRescale: true, doNormalize: true)
+
+    /// The same settings at `size` × `size`.
+    public func resized(to size: Int) -> PreprocessorConfig {
+        var copy = self
+        copy.width = size
+        copy.height = size
+        return copy
+    }
 }
 
 /// Token ids the runtime needs to know by role.

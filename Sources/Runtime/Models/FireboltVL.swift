@@ -6,35 +6,58 @@ import Kernels
 // ones included, passes through the modulator before the decoder. Without an image the reference skips the
 // modulator entirely (plain LFM2 on the token embeddings).
 
-/// The three parts' weights.
+/// The three parts' weights, and the image processor's settings they were trained with.
 public final class FireboltVLModel {
     public let config: ModelConfig
     public let vision: SigLIPVisionTower
     public let modulator: CrossModalModulator
     public let decoder: LFM2Model
+    /// The file's `preprocessor_config` (SigLIP's defaults when it has none), at the tower's image size.
+    public let preprocessor: PreprocessorConfig
 
-    public init(weights: WeightStore, config: ModelConfig, threads: Int) throws {
+    public init(weights: WeightStore, config: ModelConfig, preprocessor: PreprocessorConfig? = nil, threads: Int) throws {
         guard let visionConfig = config.vision, let cmmConfig = config.cmm else {
             throw FireboltError("the model has no vision tower / cross-modal modulator (architecture \(config.architecture))")
         }
         guard cmmConfig.textDim == config.text.hiddenSize, cmmConfig.visionDim == visionConfig.hiddenSize else {
             throw FireboltError("CMM sizes (text \(cmmConfig.textDim), vision \(cmmConfig.visionDim)) do not match the decoder (\(config.text.hiddenSize)) and vision tower (\(visionConfig.hiddenSize))")
         }
+        var settings = preprocessor ?? PreprocessorConfig.siglipDefault.resized(to: visionConfig.imageSize)
+        try settings.validate(imageSize: visionConfig.imageSize)
+        settings.doResize = true   // the views need exactly the tower's size, whatever the file says
         self.config = config
+        self.preprocessor = settings
         vision = try SigLIPVisionTower(weights: weights, config: visionConfig, threads: threads)
         modulator = try CrossModalModulator(weights: weights, config: cmmConfig)
         decoder = try LFM2Model(weights: weights, config: config.text)
     }
 
-    /// The grid X_v (views.count × vision hidden, in the views' order) from views [C, S, S] each.
-    public func encodeImage(views: [[Float]]) -> [Float] {
-        vision.pooled(views: views).flatMap { $0 }
+    /// The image path, docs/model.md §1: an RGB image through the processor with the model's own settings, then
+    /// `encodeImage(pixelValues:)`. Everything that turns an image into the grid comes through here.
+    public func encode(image: RGBImage) -> EncodedImage {
+        var clock = Date()
+        let pixels = SiglipPreprocessor.pixelValues(image, config: preprocessor)
+        let preprocessMs = Date().timeIntervalSince(clock) * 1000
+        clock = Date()
+        let grid = encodeImage(pixelValues: pixels)
+        return EncodedImage(grid: grid, width: image.width, height: image.height, decodeMs: 0, preprocessMs: preprocessMs,
+                            visionMs: Date().timeIntervalSince(clock) * 1000)
     }
 
-    /// The grid from one preprocessed image [C, size, size] (size = the vision image size): global view + tiles.
+    /// The grid X_v (5 × vision hidden) from the processor's output [3, S, S] (S = the tower's image size): the whole
+    /// image and its four tiles, each through the vision tower and its pooling head.
     public func encodeImage(pixelValues: [Float]) -> [Float] {
-        encodeImage(views: SiglipPreprocessor.views(pixelValues, size: vision.config.imageSize))
+        let size = vision.config.imageSize
+        return vision.pooled(views: SiglipPreprocessor.views(pixelValues, size: size, globalSize: size)).flatMap { $0 }
     }
+}
+
+/// An image turned into the CMM's grid, with where the time went.
+public struct EncodedImage {
+    public let grid: [Float]
+    public let width: Int, height: Int
+    public var decodeMs: Double
+    public let preprocessMs: Double, visionMs: Double
 }
 
 /// One sequence: the modulator's state next to the decoder's caches. `forward` advances both.

@@ -1,0 +1,2 @@
+// The tokenizer is its own module (it needs only Foundation); whoever uses the runtime gets it too.
+@_exported import Tokenization
