@@ -144,6 +144,9 @@ public enum S4Kernel {
     /// the dense recurrence otherwise. About 0.4 s for 1024 channels x 512 taps on one core (-O).
     public static func taps(_ p: S4Parameters, length L: Int) throws -> [Double] {
         guard L >= 1 else { throw S4KernelError.badLength(L) }
+        // The frequency path is written for the released configuration's rank-1 low-rank factor (Woodbury with a
+        // scalar correction); the recurrence would take any rank, but no checkpoint has one to test it with.
+        guard p.rank == 1 else { throw S4KernelError.badData(tensor: "P", reason: "low-rank factor of rank \(p.rank); only rank 1 (the released S4) is supported") }
         let k = (p.lKernel == 0 || L > p.lKernel) ? try tapsByRecurrence(p, length: L)
                                                   : try frequencyTaps(p, length: L)
         if let bad = k.firstIndex(where: { !$0.isFinite }) {
@@ -227,7 +230,6 @@ public enum S4Kernel {
     private static func frequencyTaps(_ p: S4Parameters, length L: Int) throws -> [Double] {
         let lk = p.lKernel
         let nf = 2 * p.halfState
-        let rank = p.rank
         let kCount = lk / 2 + 1  // rfft bins 0 ... floor(Lk/2)
         // Twiddles exp(-2 pi i m / Lk) for m in 0..<Lk (exact index reduction keeps them accurate).
         var cosT = [Double](repeating: 0, count: lk), sinT = cosT
@@ -239,12 +241,10 @@ public enum S4Kernel {
         var fRe = [Double](repeating: 0, count: kCount), fIm = fRe
         // Per-channel products (conjugate-extended): X_n Y_n.
         var cbRe = [Double](repeating: 0, count: nf), cbIm = cbRe
-        var cpRe = [Double](repeating: 0, count: nf * rank), cpIm = cpRe  // [r][n]  C~_n P_r,n
-        var qbRe = cpRe, qbIm = cpRe                                        // [r][n]  conj(P_r,n) B_n
-        var qpRe = [Double](repeating: 0, count: nf * rank * rank), qpIm = qpRe  // [a][b][n]
+        var cpRe = [Double](repeating: 0, count: nf), cpIm = cpRe     // C~_n P_n
+        var qbRe = cpRe, qbIm = cpRe                                   // conj(P_n) B_n
+        var qpRe = cpRe, qpIm = cpRe                                   // conj(P_n) P_n
         var lamRe = [Double](repeating: 0, count: nf), lamIm = lamRe
-        var rCP = [S4Complex](repeating: .zero, count: rank), rQB = rCP
-        var rQP = [S4Complex](repeating: .zero, count: rank * rank)
 
         for h in 0..<p.channels {
             let sys = S4ChannelSystem(p, channel: h)
@@ -253,16 +253,12 @@ public enum S4Kernel {
                 lamRe[n] = sys.lambda[n].re; lamIm[n] = sys.lambda[n].im
                 let cb = sys.cFull[n] * sys.bFull[n]
                 cbRe[n] = cb.re; cbIm[n] = cb.im
-                for r in 0..<rank {
-                    let cp = sys.cFull[n] * sys.pFull[r][n]
-                    let qb = sys.pFull[r][n].conj * sys.bFull[n]
-                    cpRe[r * nf + n] = cp.re; cpIm[r * nf + n] = cp.im
-                    qbRe[r * nf + n] = qb.re; qbIm[r * nf + n] = qb.im
-                    for r2 in 0..<rank {
-                        let qp = sys.pFull[r][n].conj * sys.pFull[r2][n]
-                        qpRe[(r * rank + r2) * nf + n] = qp.re; qpIm[(r * rank + r2) * nf + n] = qp.im
-                    }
-                }
+                let cp = sys.cFull[n] * sys.pFull[0][n]
+                let qb = sys.pFull[0][n].conj * sys.bFull[n]
+                let qp = sys.pFull[0][n].conj * sys.pFull[0][n]
+                cpRe[n] = cp.re; cpIm[n] = cp.im
+                qbRe[n] = qb.re; qbIm[n] = qb.im
+                qpRe[n] = qp.re; qpIm[n] = qp.im
             }
             for k in 0..<kCount {
                 // omega = exp(-2 pi i k / Lk)
@@ -270,74 +266,24 @@ public enum S4Kernel {
                 let omRe = 1 - oRe, omIm = -oIm                     // 1 - omega
                 let sRe = 0.5 * dt * (1 + oRe), sIm = 0.5 * dt * oIm  // s = (1 + omega) dt / 2
                 var accCBRe = 0.0, accCBIm = 0.0
-                if rank == 1 {
-                    // Same sums as the generic loop below, with scalar accumulators.
-                    var cpR = 0.0, cpI = 0.0, qbR = 0.0, qbI = 0.0, qpR = 0.0, qpI = 0.0
-                    for n in 0..<nf {
-                        let dRe = omRe - (sRe * lamRe[n] - sIm * lamIm[n])
-                        let dIm = omIm - (sRe * lamIm[n] + sIm * lamRe[n])
-                        let den = 1.0 / (dRe * dRe + dIm * dIm)
-                        let iRe = dRe * den, iIm = -dIm * den
-                        accCBRe += cbRe[n] * iRe - cbIm[n] * iIm
-                        accCBIm += cbRe[n] * iIm + cbIm[n] * iRe
-                        cpR += cpRe[n] * iRe - cpIm[n] * iIm
-                        cpI += cpRe[n] * iIm + cpIm[n] * iRe
-                        qbR += qbRe[n] * iRe - qbIm[n] * iIm
-                        qbI += qbRe[n] * iIm + qbIm[n] * iRe
-                        qpR += qpRe[n] * iRe - qpIm[n] * iIm
-                        qpI += qpRe[n] * iIm + qpIm[n] * iRe
-                    }
-                    let s = S4Complex(sRe, sIm)
-                    let f = S4Complex(accCBRe, accCBIm)
-                        - s * S4Complex(cpR, cpI) * S4Complex(qbR, qbI) / (S4Complex(1, 0) + s * S4Complex(qpR, qpI))
-                    fRe[k] = dt * f.re; fIm[k] = dt * f.im
-                    continue
-                }
-                for r in 0..<rank { rCP[r] = .zero; rQB[r] = .zero }
-                for i in 0..<(rank * rank) { rQP[i] = .zero }
+                var cpR = 0.0, cpI = 0.0, qbR = 0.0, qbI = 0.0, qpR = 0.0, qpI = 0.0
                 for n in 0..<nf {
-                    // d = (1 - omega) - s lambda_n ; inv = 1 / d
                     let dRe = omRe - (sRe * lamRe[n] - sIm * lamIm[n])
                     let dIm = omIm - (sRe * lamIm[n] + sIm * lamRe[n])
                     let den = 1.0 / (dRe * dRe + dIm * dIm)
                     let iRe = dRe * den, iIm = -dIm * den
                     accCBRe += cbRe[n] * iRe - cbIm[n] * iIm
                     accCBIm += cbRe[n] * iIm + cbIm[n] * iRe
-                    for r in 0..<rank {
-                        let a = r * nf + n
-                        rCP[r].re += cpRe[a] * iRe - cpIm[a] * iIm
-                        rCP[r].im += cpRe[a] * iIm + cpIm[a] * iRe
-                        rQB[r].re += qbRe[a] * iRe - qbIm[a] * iIm
-                        rQB[r].im += qbRe[a] * iIm + qbIm[a] * iRe
-                        for r2 in 0..<rank {
-                            let q = (r * rank + r2) * nf + n
-                            rQP[r * rank + r2].re += qpRe[q] * iRe - qpIm[q] * iIm
-                            rQP[r * rank + r2].im += qpRe[q] * iIm + qpIm[q] * iRe
-                        }
-                    }
+                    cpR += cpRe[n] * iRe - cpIm[n] * iIm
+                    cpI += cpRe[n] * iIm + cpIm[n] * iRe
+                    qbR += qbRe[n] * iRe - qbIm[n] * iIm
+                    qbI += qbRe[n] * iIm + qbIm[n] * iRe
+                    qpR += qpRe[n] * iRe - qpIm[n] * iIm
+                    qpI += qpRe[n] * iIm + qpIm[n] * iRe
                 }
                 let s = S4Complex(sRe, sIm)
-                var f = S4Complex(accCBRe, accCBIm)
-                do {
-                    // Rank R > 1: f -= s * rCP (I + s rQP)^-1 rQB
-                    var w = S4CMatrix(n: rank)
-                    var rhs = S4CMatrix(n: rank, cols: 1)
-                    for a in 0..<rank {
-                        for b2 in 0..<rank {
-                            let v = s * rQP[a * rank + b2] + (a == b2 ? S4Complex(1, 0) : .zero)
-                            w.re[a * rank + b2] = v.re; w.im[a * rank + b2] = v.im
-                        }
-                        rhs.re[a] = rQB[a].re; rhs.im[a] = rQB[a].im
-                    }
-                    if let lu = S4LU(w) {
-                        let x = lu.solve(rhs)
-                        var corr = S4Complex.zero
-                        for a in 0..<rank { corr = corr + rCP[a] * S4Complex(x.re[a], x.im[a]) }
-                        f = f - s * corr
-                    } else {
-                        throw S4KernelError.singular(channel: h, what: "I + s P^H (z - dt Lambda)^-1 P")
-                    }
-                }
+                let f = S4Complex(accCBRe, accCBIm)
+                    - s * S4Complex(cpR, cpI) * S4Complex(qbR, qbI) / (S4Complex(1, 0) + s * S4Complex(qpR, qpI))
                 fRe[k] = dt * f.re; fIm[k] = dt * f.im
             }
             // Inverse real DFT (torch.fft.irfft, n = Lk): imaginary parts of DC / Nyquist are ignored.

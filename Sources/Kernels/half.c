@@ -11,7 +11,7 @@
 #define FB_X86 1
 #endif
 
-int fb__cpu_has_f16c(void);  // dispatch.c
+int fb__cpu_has_f16c(void);  // matmul.c (its CPU feature probe)
 
 static inline uint32_t f32_bits(float x) {
     uint32_t u;

@@ -3,7 +3,7 @@
 // Pipeline (what `tokenizers` does for this kind of file):
 //   added tokens (leftmost-longest, non-normalized ones first, then normalized ones)
 //   -> [normalizer: only `null` is supported]
-//   -> pre-tokenizer (LFM2 split regex or GPT-2 regex, hand-written scanners) -> ByteLevel byte->char mapping
+//   -> pre-tokenizer (the LFM2 split regex, a hand-written scanner) -> ByteLevel byte->char mapping
 //   -> BPE (lowest-rank merge first, word cache) -> post-processor template (BOS) when asked.
 // Decoding: ids -> token strings -> ByteLevel chars -> bytes -> UTF-8 (invalid sequences become U+FFFD),
 // i.e. `decode(ids, skip_special_tokens=...)` with clean_up_tokenization_spaces = false.
@@ -14,10 +14,10 @@
 //          dropout must be null/0; continuing_subword_prefix / end_of_word_suffix must be null.
 //   added_tokens: special or not, normalized or not, lstrip / rstrip / single_word (same rules as tokenizers).
 //   normalizer: null only.
-//   pre_tokenizer: Sequence[Split(LFM2 or GPT-2 regex, Isolated, invert false), ByteLevel(use_regex false)],
-//                  ByteLevel(use_regex true) (GPT-2 regex) or ByteLevel(use_regex false); add_prefix_space honoured.
+//   pre_tokenizer: Sequence[Split(the LFM2 regex, Isolated, invert false), ByteLevel(use_regex false)] or
+//                  ByteLevel(use_regex false); add_prefix_space honoured. (GPT-2's regex is not implemented.)
 //   post_processor: null, TemplateProcessing (special tokens around one sequence $A), ByteLevel (no-op),
-//                   RobertaProcessing / BertProcessing (cls ... sep), or a Sequence of these.
+//                   or a Sequence of these.
 //   decoder: ByteLevel (other decoder types throw).
 // Not supported: pair encodings, truncation/padding (ignored), offsets, encode_special_tokens = true.
 // Differences from tokenizers: decoding an id outside the vocabulary (or a gap in the ids) throws instead of
@@ -107,7 +107,7 @@ struct TokenizerEncodeState {
 }
 
 public final class Tokenizer: @unchecked Sendable {
-    enum SplitKind { case lfm2, gpt2, none }
+    enum SplitKind { case lfm2, none }
     enum PrefixSpace { case no, perSegment, perPiece }
 
     let model: TokenizerBPEModel
@@ -141,14 +141,6 @@ public final class Tokenizer: @unchecked Sendable {
     public var specialSuffixIds: [Int32] { templateSuffix }
 
     // MARK: Loading
-
-    public convenience init(contentsOf url: URL) throws {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw TokenizerError("cannot read tokenizer file \(url.path): \(error.localizedDescription)")
-        }
-        try self.init(json: data)
-    }
 
     public convenience init(jsonString: String) throws {
         try self.init(json: Data(jsonString.utf8))
@@ -390,7 +382,6 @@ public final class Tokenizer: @unchecked Sendable {
     }
 
     static let lfm2Pattern = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
-    static let gpt2Pattern = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
 
     static func describeType(_ j: TokenizerJSON) -> String {
         if let t = j["type"]?.stringValue { return "\"\(t)\"" }
@@ -401,23 +392,28 @@ public final class Tokenizer: @unchecked Sendable {
         guard let type = pt["type"]?.stringValue else {
             throw TokenizerError("unsupported pre_tokenizer: \(pt.kindName) without a \"type\"")
         }
-        func byteLevel(_ j: TokenizerJSON, path: String) throws -> (useRegex: Bool, prefix: Bool) {
+        /// ByteLevel without its own split (use_regex true is GPT-2's regex, which is not implemented): its
+        /// add_prefix_space.
+        func byteLevel(_ j: TokenizerJSON, path: String) throws -> Bool {
             guard j["type"]?.stringValue == "ByteLevel" else {
                 throw TokenizerError("unsupported pre_tokenizer: \(path) is \(describeType(j)), expected ByteLevel")
             }
-            return (j["use_regex"]?.boolValue ?? true, j["add_prefix_space"]?.boolValue ?? true)
+            if j["use_regex"]?.boolValue ?? true {
+                throw TokenizerError("unsupported pre_tokenizer: \(path) is ByteLevel with use_regex = true (GPT-2's split, not implemented)")
+            }
+            return j["add_prefix_space"]?.boolValue ?? true
         }
         switch type {
         case "ByteLevel":
-            let bl = try byteLevel(pt, path: "pre_tokenizer")
-            return (bl.useRegex ? .gpt2 : .none, bl.prefix ? .perSegment : .no)
+            let prefix = try byteLevel(pt, path: "pre_tokenizer")
+            return (.none, prefix ? .perSegment : .no)
         case "Sequence":
             guard let list = pt["pretokenizers"]?.arrayValue else {
                 throw TokenizerError("unsupported pre_tokenizer: Sequence without a \"pretokenizers\" array")
             }
             if list.count == 1 {
-                let bl = try byteLevel(list[0], path: "pre_tokenizer.pretokenizers[0]")
-                return (bl.useRegex ? .gpt2 : .none, bl.prefix ? .perSegment : .no)
+                let prefix = try byteLevel(list[0], path: "pre_tokenizer.pretokenizers[0]")
+                return (.none, prefix ? .perSegment : .no)
             }
             guard list.count == 2 else {
                 throw TokenizerError("unsupported pre_tokenizer: Sequence of \(list.count) pre-tokenizers (expected [Split, ByteLevel])")
@@ -429,9 +425,8 @@ public final class Tokenizer: @unchecked Sendable {
             guard let pattern = s["pattern"]?["Regex"]?.stringValue else {
                 throw TokenizerError("unsupported pre_tokenizer: Split pattern is not a {\"Regex\": ...} pattern")
             }
-            let kind: SplitKind
-            if pattern == lfm2Pattern { kind = .lfm2 } else if pattern == gpt2Pattern { kind = .gpt2 } else {
-                throw TokenizerError("unsupported pre_tokenizer: Split regex \(pattern) (only the LFM2 and GPT-2 patterns are implemented)")
+            guard pattern == lfm2Pattern else {
+                throw TokenizerError("unsupported pre_tokenizer: Split regex \(pattern) (only LFM2's pattern is implemented)")
             }
             let behavior = s["behavior"]?.stringValue ?? ""
             guard behavior == "Isolated" else {
@@ -440,11 +435,8 @@ public final class Tokenizer: @unchecked Sendable {
             if s["invert"]?.boolValue == true {
                 throw TokenizerError("unsupported pre_tokenizer: Split with invert = true")
             }
-            let bl = try byteLevel(list[1], path: "pre_tokenizer.pretokenizers[1]")
-            if bl.useRegex {
-                throw TokenizerError("unsupported pre_tokenizer: Split followed by ByteLevel with use_regex = true")
-            }
-            return (kind, bl.prefix ? .perPiece : .no)
+            let prefix = try byteLevel(list[1], path: "pre_tokenizer.pretokenizers[1]")
+            return (.lfm2, prefix ? .perPiece : .no)
         default:
             throw TokenizerError("unsupported pre_tokenizer \"\(type)\" (supported: Sequence[Split, ByteLevel] and ByteLevel)")
         }
@@ -497,13 +489,6 @@ public final class Tokenizer: @unchecked Sendable {
                 }
             }
             if !seenSequence { throw TokenizerError("unsupported post_processor: the single template has no $A") }
-        case "RobertaProcessing", "BertProcessing":
-            guard let cls = pp["cls"]?.arrayValue, cls.count == 2, let sep = pp["sep"]?.arrayValue, sep.count == 2,
-                  let cid = cls[1].intValue, let sid = sep[1].intValue else {
-                throw TokenizerError("unsupported post_processor: \(type) without [token, id] cls/sep")
-            }
-            prefix.append(Int32(cid))
-            suffix.append(Int32(sid))
         default:
             throw TokenizerError("unsupported post_processor \(describeType(pp))")
         }
@@ -660,12 +645,6 @@ public final class Tokenizer: @unchecked Sendable {
         case .lfm2:
             while i < e {
                 let j = sc.nextLFM2(i, e)
-                encodePiece(sc.p + i, j - i, into: &out, state: &st)
-                i = j
-            }
-        case .gpt2:
-            while i < e {
-                let j = sc.nextGPT2(i, e)
                 encodePiece(sc.p + i, j - i, into: &out, state: &st)
                 i = j
             }

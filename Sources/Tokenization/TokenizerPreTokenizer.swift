@@ -1,12 +1,9 @@
-// Hand-written scanners for the pre-tokenizer split regexes (no regex engine in the hot path).
+// A hand-written scanner for the pre-tokenizer split regex (no regex engine in the hot path).
 //
-// They reproduce the matches of the Oniguruma engine that Hugging Face `tokenizers` uses
-// (`find_iter`, leftmost-first alternation, greedy quantifiers with backtracking) for exactly two patterns:
+// It reproduces the matches of the Oniguruma engine that Hugging Face `tokenizers` uses (`find_iter`,
+// leftmost-first alternation, greedy quantifiers with backtracking) for the one pattern LFM2 uses:
 //
-// LFM2 (Liquid AI):
 //   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
-// GPT-2 (also the built-in regex of the ByteLevel pre-tokenizer with use_regex = true):
-//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 //
 // Character classes: \p{L} = general category L (Lu Ll Lt Lm Lo), \p{N} = N (Nd Nl No),
 // \s = Unicode White_Space (what Oniguruma uses for UTF-8), as of Unicode 16.0 (see regexUnicodeVersion). Case-insensitive 's also matches 'S and 'ſ (U+017F,
@@ -142,23 +139,6 @@ struct TokenizerScanner {
         }
     }
 
-    /// 's|'t|'re|'ve|'m|'ll|'d (case-sensitive) at i (p[i] == '\''); returns the end or -1.
-    func contractionCaseSensitive(_ i: Int, _ end: Int) -> Int {
-        guard i + 1 < end else { return -1 }
-        switch p[i + 1] {
-        case UInt8(ascii: "s"), UInt8(ascii: "t"), UInt8(ascii: "m"), UInt8(ascii: "d"):
-            return i + 2
-        case UInt8(ascii: "r"), UInt8(ascii: "v"):
-            if i + 2 < end && p[i + 2] == UInt8(ascii: "e") { return i + 3 }
-            return -1
-        case UInt8(ascii: "l"):
-            if i + 2 < end && p[i + 2] == UInt8(ascii: "l") { return i + 3 }
-            return -1
-        default:
-            return -1
-        }
-    }
-
     /// The whitespace alternatives starting at i (a white-space character).
     /// withNewlineRule: `\s*[\r\n]+` is tried first (LFM2); then `\s+(?!\S)`, then `\s+`.
     @inline(__always)
@@ -235,42 +215,5 @@ struct TokenizerScanner {
         var j = i
         while j < end && (p[j] == 0x0A || p[j] == 0x0D) { j += 1 }
         return j
-    }
-
-    /// End of the GPT-2-pattern match starting at i (i < end). Always > i.
-    func nextGPT2(_ i: Int, _ end: Int) -> Int {
-        let b0 = p[i]
-        if b0 == 0x27 {
-            let j = contractionCaseSensitive(i, end)
-            if j > 0 { return j }
-        }
-        let (c0, l0) = classAt(i, end)
-        var start = i
-        var cls = c0
-        var len = l0
-        if b0 == 0x20 && i + 1 < end {
-            let (c1, l1) = classAt(i + 1, end)
-            if c1 != TokenizerCharClass.space && c1 != TokenizerCharClass.newline {
-                start = i + 1
-                cls = c1
-                len = l1
-            }
-        }
-        switch cls {
-        case TokenizerCharClass.letter:
-            return letters(from: start + len, end)
-        case TokenizerCharClass.number:
-            var j = start + len
-            while j < end {
-                let (c, l) = classAt(j, end)
-                if c != TokenizerCharClass.number { break }
-                j += l
-            }
-            return j
-        case TokenizerCharClass.other:
-            return others(from: start + len, end)
-        default:
-            return whitespace(i, end, withNewlineRule: false)
-        }
     }
 }
