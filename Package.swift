@@ -8,14 +8,19 @@ import Foundation
 // kernels on SIMDe's portable intrinsics, claiming every x86 instruction set, so that the runtime's parity tests can
 // run on the AVX-VNNI / AVX-512 kernel sets this machine kind lacks (Sources/Kernels/simd_x86.h).
 let emulateX86 = ProcessInfo.processInfo.environment["FB_EMULATE_X86"] != nil
+// Only that switch adds compiler flags: a package that depends on this one may not carry unsafe flags. Debug builds
+// of the kernels are therefore -O0 unless asked otherwise; scripts/test.sh asks (`-Xcc -O3`), since the tests run the
+// kernels on real sizes.
 let kernelSettings: [CSetting] = emulateX86
     ? [.define("FB_EMULATE_X86"), .define("SIMDE_NO_NATIVE"),
        .unsafeFlags(["-I", Context.packageDirectory + "/Tests/KernelPaths", "-Wno-psabi", "-O2"])]
-    : [.unsafeFlags(["-O3"], .when(configuration: .debug))]
+    : []
 
 let package = Package(
     name: "firebolt-edge",
     products: [
+        // The runtime as a library: load a .fbm, ask about an image, stream the answer (docs/library.md).
+        .library(name: "FireboltRuntime", targets: ["Runtime"]),
         .executable(name: "fbconvert", targets: ["fbconvert"]),
         .executable(name: "fbrun", targets: ["fbrun"]),
     ],
@@ -46,6 +51,9 @@ let package = Package(
 
         .executableTarget(name: "fbconvert", dependencies: ["Converter", "Runtime", "CommandLineKit"]),
         .executableTarget(name: "fbrun", dependencies: ["Runtime", "Benchmarks", "CommandLineKit"]),
+        // The library's example: an app that asks a model about an image (uses only the public API).
+        .executableTarget(name: "ask", dependencies: ["Runtime"], path: "Examples/ask"),
+
         // Every parser of untrusted bytes as a libFuzzer target (scripts/fuzz.sh), or replaying files through one.
         .executableTarget(name: "fbfuzz", dependencies: ["Converter", "Runtime"]),
 
@@ -57,6 +65,6 @@ let package = Package(
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Benchmarks", "Kernels", "Converter", "TestSupport"]),
         .testTarget(name: "ConverterTests", dependencies: ["Converter", "Runtime", "Kernels", "TestSupport"]),
         // End-to-end: runs the built fbconvert / fbrun binaries as a user would.
-        .testTarget(name: "ToolTests", dependencies: ["fbconvert", "fbrun", "fbfuzz", "Converter", "Runtime", "Kernels", "TestSupport"]),
+        .testTarget(name: "ToolTests", dependencies: ["fbconvert", "fbrun", "fbfuzz", "ask", "Converter", "Runtime", "Kernels", "TestSupport"]),
     ]
 )

@@ -29,7 +29,7 @@ mkdir -p "$work" .build-fuzz/artifacts
 
 # Seeds that are built, not stored: the tiny checkpoint converted to .fbm (q4, zstd) by the plain build.
 if [[ " $targets " == *" fbm "* ]] && [ ! -s "$work/seed-fbm/tiny-q4.fbm" ]; then
-    swift build --product fbconvert 2>&1 | tail -1
+    swift build -Xcc -O3 --product fbconvert 2>&1 | tail -1   # the flags of scripts/test.sh: no rebuild
     mkdir -p "$work/seed-fbm"
     .build/debug/fbconvert -q --bits 4 -o "$work/seed-fbm/tiny-q4.fbm" "$tiny"
 fi

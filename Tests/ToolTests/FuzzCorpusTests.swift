@@ -37,7 +37,7 @@ final class FuzzCorpusTests: XCTestCase {
         try replay("tokenizer", [Fixtures.tiny + "/tokenizer.json", Fixtures.shapesModel + "/tokenizer.json"], expecting: 2)
         try replay("config", [Fixtures.tiny + "/config.json", Fixtures.shapesModel + "/config.json"], expecting: 2)
         let model = folder.file("tiny-q4.fbm")
-        try FBMConverter.convert(input: Fixtures.tiny, output: model, options: ConversionOptions())
+        _ = try FBMConverter.convert(input: Fixtures.tiny, output: model, options: ConversionOptions())
         try replay("fbm", [model], expecting: 1)
     }
 

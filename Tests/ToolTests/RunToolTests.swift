@@ -121,7 +121,7 @@ final class RunToolTests: XCTestCase {
         var options = ConversionOptions()
         options.bits = 8
         options.compression = .none
-        try FBMConverter.convert(input: Fixtures.shapesModel, output: raw, options: options)
+        _ = try FBMConverter.convert(input: Fixtures.shapesModel, output: raw, options: options)
         // The held-out questions four times over (absolute image paths): far longer than the wait below.
         let eval = Fixtures.shapesModel + "/eval"
         let lines = try String(contentsOfFile: eval + "/questions.jsonl", encoding: .utf8).split(separator: "\n").map { line in

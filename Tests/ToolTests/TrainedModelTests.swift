@@ -56,6 +56,21 @@ final class TrainedModelTests: XCTestCase {
         }
     }
 
+    /// The library's example (Examples/ask, the public `ChatModel` API only) answers as fbrun does, and its
+    /// `answer` gives the same text in one string.
+    func testLibraryExampleAnswersAsFbrunDoes() throws {
+        let image = Fixtures.repositoryRoot.appendingPathComponent("assets/example.png").path
+        let question = "What shape is the blue one?"
+        let viaLibrary = try Tools.run("ask", [try model(bits: 4), question, image])
+        XCTAssertEqual(viaLibrary.status, 0, viaLibrary.stderr)
+        let viaTool = try Tools.run("fbrun", ["--model", try model(bits: 4), "--image", image, "--prompt", question,
+                                              "--temperature", "0"])
+        XCTAssertEqual(viaLibrary.stdout, viaTool.stdout)
+        XCTAssertEqual(try ChatModel(path: try model(bits: 4), threads: 2).answer(question, image: image) + "\n", viaTool.stdout)
+        let usage = try Tools.run("ask", [try model(bits: 4)])
+        XCTAssertEqual(usage.status, 64)
+    }
+
     /// Held-out accuracy at every precision (653 questions, about 20 s per precision in a debug build). Measured
     /// (README): float32 75.5% overall; count, color, shape and exists 95-100%, describe 39%, where at chance (26%).
     /// The floors below are those figures less a margin for other kernel sets' rounding; they guard against
