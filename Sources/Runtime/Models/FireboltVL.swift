@@ -69,7 +69,6 @@ public final class FireboltVLSession {
     public private(set) var hasImage = false
     /// Time spent in the modulator since the last reset (for the time-to-first-token breakdown).
     public private(set) var modulatorSeconds = 0.0
-    private let embeddings: FloatBuffer  // [maxBatch × Dt]
 
     public var position: Int { decoder.position }
     public var contextLength: Int { decoder.contextLength }
@@ -79,7 +78,6 @@ public final class FireboltVLSession {
         decoder = LFM2Session(model: model.decoder, contextLength: contextLength, maxBatch: maxBatch, threads: threads,
                               kvCache: kvCache)
         modulator = CMMSession(modulator: model.modulator, maxBatch: maxBatch, threads: threads)
-        embeddings = FloatBuffer(count: max(1, maxBatch) * model.config.text.hiddenSize)
     }
 
     /// The image grid (numGrids × vision hidden) for the sequence, or nil for text only. Resets the sequence.
@@ -101,28 +99,19 @@ public final class FireboltVLSession {
         modulatorSeconds = 0
     }
 
-    /// Token ids at positions position..<position+count: embed → modulator (with an image) → decoder.
-    /// Writes the last token's logits to `lastLogits` and every token's to `allLogits` (count × vocab) when given.
+    /// Token ids at positions position..<position+count: embed → modulator (with an image) → decoder, in the
+    /// decoder's chunks (its one loop). Writes the last token's logits to `lastLogits` and every token's to
+    /// `allLogits` (count × vocab) when given.
     public func forward(tokens: [Int32], lastLogits: UnsafeMutablePointer<Float>?, allLogits: UnsafeMutablePointer<Float>? = nil) throws {
-        let c = model.config.text, h = c.hiddenSize, vocab = c.vocabSize
+        let h = model.config.text.hiddenSize
         try model.decoder.checkTokens(tokens)
-        guard !tokens.isEmpty else { return }
-        guard decoder.position + tokens.count <= decoder.contextLength else {
-            throw FireboltError("the sequence needs \(decoder.position + tokens.count) positions but the context holds \(decoder.contextLength) (use --ctx)")
-        }
-        var done = 0
-        while done < tokens.count {
-            let t = min(decoder.maxBatch, tokens.count - done)
-            for r in 0..<t { model.decoder.embed(tokens[done + r], into: embeddings.pointer + r * h) }
+        try decoder.forward(count: tokens.count, lastLogits: lastLogits, allLogits: allLogits) { start, t, rows in
+            for r in 0..<t { model.decoder.embed(tokens[start + r], into: rows + r * h) }
             if hasImage {
                 let clock = Date()
-                try modulator.forward(textEmbeddings: embeddings.pointer, count: t, output: embeddings.pointer)
+                try modulator.forward(textEmbeddings: rows, count: t, output: rows)
                 modulatorSeconds += Date().timeIntervalSince(clock)
             }
-            let last = done + t == tokens.count
-            try decoder.forward(embeddings: embeddings.pointer, count: t, lastLogits: last ? lastLogits : nil,
-                                allLogits: allLogits.map { $0 + done * vocab })
-            done += t
         }
     }
 }

@@ -175,7 +175,7 @@ public final class LFM2Session {
     public func forward(embeddings: UnsafePointer<Float>, count: Int, lastLogits: UnsafeMutablePointer<Float>?,
                         allLogits: UnsafeMutablePointer<Float>? = nil) throws {
         let h = model.config.hiddenSize
-        try run(count: count, lastLogits: lastLogits, allLogits: allLogits) { start, t, destination in
+        try forward(count: count, lastLogits: lastLogits, allLogits: allLogits) { start, t, destination in
             memcpy(destination, embeddings + start * h, t * h * 4)
         }
     }
@@ -184,13 +184,16 @@ public final class LFM2Session {
     public func forward(tokens: [Int32], lastLogits: UnsafeMutablePointer<Float>?, allLogits: UnsafeMutablePointer<Float>? = nil) throws {
         let h = model.config.hiddenSize
         try model.checkTokens(tokens)
-        try run(count: tokens.count, lastLogits: lastLogits, allLogits: allLogits) { start, t, destination in
+        try forward(count: tokens.count, lastLogits: lastLogits, allLogits: allLogits) { start, t, destination in
             for r in 0..<t { model.embed(tokens[start + r], into: destination + r * h) }
         }
     }
 
-    private func run(count: Int, lastLogits: UnsafeMutablePointer<Float>?, allLogits: UnsafeMutablePointer<Float>?,
-                     load: (Int, Int, UnsafeMutablePointer<Float>) -> Void) throws {
+    /// The one loop over a sequence in chunks of at most `maxBatch` positions: `load(start, count, destination)` writes
+    /// the input rows start..<start+count (H floats each) into the residual stream, then all layers run on them.
+    /// Firebolt-VL's session loads its rows through the modulator this way.
+    public func forward(count: Int, lastLogits: UnsafeMutablePointer<Float>?, allLogits: UnsafeMutablePointer<Float>?,
+                        load: (Int, Int, UnsafeMutablePointer<Float>) throws -> Void) throws {
         guard count > 0 else { return }
         guard position + count <= contextLength else {
             throw FireboltError("the sequence needs \(position + count) positions but the context holds \(contextLength) (use --ctx)")
@@ -199,7 +202,7 @@ public final class LFM2Session {
         var done = 0
         while done < count {
             let t = min(maxBatch, count - done)
-            load(done, t, hidden.pointer)
+            try load(done, t, hidden.pointer)
             step(t)
             if let allLogits { outputHead(rows: t, from: 0, into: allLogits + done * vocab) }
             if done + t == count, let lastLogits {
@@ -292,24 +295,44 @@ public final class LFM2Session {
         parallel.matmul(outProj, mixed, t, operatorOut.pointer)
     }
 
-    /// GQA attention with per-head RMSNorm on q and k, rotate-half RoPE, and the KV cache.
+    /// GQA attention with per-head RMSNorm on q and k, rotate-half RoPE, and the KV cache: the t new rows' keys and
+    /// values go into the cache, then each new row attends over the cache up to its own position.
     private func attention(_ t: Int, qProj: fb_matrix, kProj: fb_matrix, vProj: fb_matrix, outProj: fb_matrix,
                            qNorm: [Float], kNorm: [Float], keys: LazyBuffer, values: LazyBuffer) {
+        let c = model.config, stride = c.numAttentionHeads * c.headDim + 2 * c.numKeyValueHeads * c.headDim
+        let qkv = projected.pointer  // per row: [q (heads × hd) | k (kvHeads × hd) | v (kvHeads × hd)]
+        parallel.matmul(qProj, normed.pointer, ldx: c.hiddenSize, t, qkv, ldy: stride)
+        parallel.matmul(kProj, normed.pointer, ldx: c.hiddenSize, t, qkv + c.numAttentionHeads * c.headDim, ldy: stride)
+        parallel.matmul(vProj, normed.pointer, ldx: c.hiddenSize, t, qkv + (c.numAttentionHeads + c.numKeyValueHeads) * c.headDim,
+                        ldy: stride)
+        normalizeRotateAndCache(t, qkv: qkv, qNorm: qNorm, kNorm: kNorm, keys: keys, values: values)
+        if t >= fb_batched_min_tokens() {
+            batchedAttention(t, qkv: qkv, keys: keys, values: values)
+        } else {
+            tokenAttention(t, qkv: qkv, keys: keys, values: values)
+        }
+        parallel.matmul(outProj, mixed.pointer, t, operatorOut.pointer)
+    }
+
+    /// The caches are head-major ([kv head][position][hd], `contextLength` positions per head), so attention streams
+    /// one contiguous run per head; f32 or f16 (`kvCache`).
+    private struct CacheView {
+        let k32: UnsafeMutablePointer<Float>, v32: UnsafeMutablePointer<Float>
+        let k16: UnsafeMutablePointer<UInt16>, v16: UnsafeMutablePointer<UInt16>
+        init(keys: LazyBuffer, values: LazyBuffer) {
+            k32 = keys.raw.assumingMemoryBound(to: Float.self); v32 = values.raw.assumingMemoryBound(to: Float.self)
+            k16 = keys.raw.assumingMemoryBound(to: UInt16.self); v16 = values.raw.assumingMemoryBound(to: UInt16.self)
+        }
+    }
+
+    /// Per new row: RMSNorm per head on q and k, RoPE at its position, then its keys and values into the cache.
+    private func normalizeRotateAndCache(_ t: Int, qkv q: UnsafeMutablePointer<Float>, qNorm: [Float], kNorm: [Float],
+                                         keys: LazyBuffer, values: LazyBuffer) {
         let c = model.config, hd = c.headDim, heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads
         let qWidth = heads * hd, kvWidth = kvHeads * hd, stride = qWidth + 2 * kvWidth
-        let q = projected.pointer
-        parallel.matmul(qProj, normed.pointer, ldx: c.hiddenSize, t, q, ldy: stride)
-        parallel.matmul(kProj, normed.pointer, ldx: c.hiddenSize, t, q + qWidth, ldy: stride)
-        parallel.matmul(vProj, normed.pointer, ldx: c.hiddenSize, t, q + qWidth + kvWidth, ldy: stride)
-        let scale = 1 / Float(hd).squareRoot()
-        // The caches are head-major, each key/value head's positions contiguous (headSpan = contextLength rows of hd),
-        // so attention streams one contiguous run per head.
-        let headSpan = contextLength
-        let start = position, eps = c.normEps, half = hd / 2
+        let headSpan = contextLength, start = position, eps = c.normEps, half = hd / 2
         let ropeCos = self.ropeCos.pointer, ropeSin = self.ropeSin.pointer
-        let f16 = kvCache == .f16
-        let keys32 = keys.raw.assumingMemoryBound(to: Float.self), values32 = values.raw.assumingMemoryBound(to: Float.self)
-        let keys16 = keys.raw.assumingMemoryBound(to: UInt16.self), values16 = values.raw.assumingMemoryBound(to: UInt16.self)
+        let f16 = kvCache == .f16, cache = CacheView(keys: keys, values: values)
         qNorm.withUnsafeBufferPointer { qn in
             kNorm.withUnsafeBufferPointer { kn in
                 inverseFrequency.withUnsafeBufferPointer { frequency in
@@ -327,14 +350,14 @@ public final class LFM2Session {
                             }
                             fb_rope(row, heads, hd, cosTable, sinTable)
                             fb_rope(row + qWidth, kvHeads, hd, cosTable, sinTable)
-                            for head in 0..<kvHeads {  // head-major cache: [kv head][position][hd]
+                            for head in 0..<kvHeads {
                                 let at = (head * headSpan + pos) * hd, k = row + qWidth + head * hd, v = k + kvWidth
                                 if f16 {
-                                    fb_f32_to_f16_array(k, keys16 + at, hd)
-                                    fb_f32_to_f16_array(v, values16 + at, hd)
+                                    fb_f32_to_f16_array(k, cache.k16 + at, hd)
+                                    fb_f32_to_f16_array(v, cache.v16 + at, hd)
                                 } else {
-                                    memcpy(keys32 + at, k, hd * 4)
-                                    memcpy(values32 + at, v, hd * 4)
+                                    memcpy(cache.k32 + at, k, hd * 4)
+                                    memcpy(cache.v32 + at, v, hd * 4)
                                 }
                             }
                         }
@@ -342,50 +365,58 @@ public final class LFM2Session {
                 }
             }
         }
-        // Causal attention: token r sees positions 0...position+r.
-        let groups = heads / kvHeads
-        let qs = UnsafeSendable(q), out = UnsafeSendable(mixed.pointer)
-        let caches = UnsafeSendable((k32: keys32, v32: values32, k16: keys16, v16: values16))
-        if t >= fb_batched_min_tokens() {
-            // Per head: scores = q kᵀ over all position+t keys (sgemm), row r softmaxed over its first
-            // position+r+1 and zeroed after them, then out = scores v (sgemm); heads split across threads. An f16
-            // cache is widened one key/value head at a time into the thread's scratch (once per head a thread meets:
-            // span × hd values, against t × span × hd multiply-adds of the products).
-            let span = position + t
-            let slabs = UnsafeSendable(batchScores.pointer)
-            let start = position, slab = maxBatch * contextLength
-            let widened = UnsafeSendable(widenedCache?.pointer), widenedSlab = 2 * contextLength * hd
-            parallel.forEachIndexedChunk(heads, work: heads * t * span * hd * 2) { chunk, begin, end in
-                let s = slabs.value + chunk * slab
-                var widenedHead = -1
-                for head in begin..<end {
-                    let kvHead = head / groups, at = kvHead * headSpan * hd
-                    let keyRows: UnsafePointer<Float>, valueRows: UnsafePointer<Float>
-                    if let w = widened.value {
-                        let k = w + chunk * widenedSlab, v = k + contextLength * hd
-                        if kvHead != widenedHead {
-                            fb_f16_to_f32_array(caches.value.k16 + at, k, span * hd)
-                            fb_f16_to_f32_array(caches.value.v16 + at, v, span * hd)
-                            widenedHead = kvHead
-                        }
-                        (keyRows, valueRows) = (UnsafePointer(k), UnsafePointer(v))
-                    } else {
-                        (keyRows, valueRows) = (UnsafePointer(caches.value.k32 + at), UnsafePointer(caches.value.v32 + at))
+    }
+
+    /// Many new rows (prefill): per head, scores = q kᵀ over all position+t keys (sgemm), row r softmaxed over its
+    /// first position+r+1 and zeroed after them, then out = scores v (sgemm); heads split across threads. An f16
+    /// cache is widened one key/value head at a time into the thread's scratch (once per head a thread meets: span × hd
+    /// values, against t × span × hd multiply-adds of the products).
+    private func batchedAttention(_ t: Int, qkv: UnsafeMutablePointer<Float>, keys: LazyBuffer, values: LazyBuffer) {
+        let c = model.config, hd = c.headDim, heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads
+        let qWidth = heads * hd, stride = qWidth + 2 * kvHeads * hd, groups = heads / kvHeads
+        let scale = 1 / Float(hd).squareRoot(), headSpan = contextLength
+        let qs = UnsafeSendable(qkv), out = UnsafeSendable(mixed.pointer)
+        let caches = UnsafeSendable(CacheView(keys: keys, values: values))
+        let span = position + t
+        let slabs = UnsafeSendable(batchScores.pointer)
+        let start = position, slab = maxBatch * contextLength
+        let widened = UnsafeSendable(widenedCache?.pointer), widenedSlab = 2 * contextLength * hd
+        parallel.forEachIndexedChunk(heads, work: heads * t * span * hd * 2) { chunk, begin, end in
+            let s = slabs.value + chunk * slab
+            var widenedHead = -1
+            for head in begin..<end {
+                let kvHead = head / groups, at = kvHead * headSpan * hd
+                let keyRows: UnsafePointer<Float>, valueRows: UnsafePointer<Float>
+                if let w = widened.value {
+                    let k = w + chunk * widenedSlab, v = k + contextLength * hd
+                    if kvHead != widenedHead {
+                        fb_f16_to_f32_array(caches.value.k16 + at, k, span * hd)
+                        fb_f16_to_f32_array(caches.value.v16 + at, v, span * hd)
+                        widenedHead = kvHead
                     }
-                    fb_sgemm(1, t, span, hd, scale, qs.value + head * hd, stride, keyRows, hd, 0, s, span)
-                    for r in 0..<t {
-                        let valid = start + r + 1
-                        fb_softmax(s + r * span, valid)
-                        if valid < span { memset(s + r * span + valid, 0, (span - valid) * 4) }
-                    }
-                    fb_sgemm(0, t, hd, span, 1, s, span, valueRows, hd, 0, out.value + head * hd, qWidth)
+                    (keyRows, valueRows) = (UnsafePointer(k), UnsafePointer(v))
+                } else {
+                    (keyRows, valueRows) = (UnsafePointer(caches.value.k32 + at), UnsafePointer(caches.value.v32 + at))
                 }
+                fb_sgemm(1, t, span, hd, scale, qs.value + head * hd, stride, keyRows, hd, 0, s, span)
+                for r in 0..<t {
+                    let valid = start + r + 1
+                    fb_softmax(s + r * span, valid)
+                    if valid < span { memset(s + r * span + valid, 0, (span - valid) * 4) }
+                }
+                fb_sgemm(0, t, hd, span, 1, s, span, valueRows, hd, 0, out.value + head * hd, qWidth)
             }
-            parallel.matmul(outProj, mixed.pointer, t, operatorOut.pointer)
-            return
         }
-        // Few tokens (decode): per token, each key/value head with its `groups` query heads reads its cache rows
-        // once (fb_attend); the key/value heads are split across threads.
+    }
+
+    /// Few new rows (decode): per row, each key/value head with its `groups` query heads reads its cache rows once
+    /// (fb_attend); the key/value heads are split across threads.
+    private func tokenAttention(_ t: Int, qkv: UnsafeMutablePointer<Float>, keys: LazyBuffer, values: LazyBuffer) {
+        let c = model.config, hd = c.headDim, heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads
+        let qWidth = heads * hd, stride = qWidth + 2 * kvHeads * hd, groups = heads / kvHeads
+        let scale = 1 / Float(hd).squareRoot(), headSpan = contextLength, f16 = kvCache == .f16
+        let qs = UnsafeSendable(qkv), out = UnsafeSendable(mixed.pointer)
+        let caches = UnsafeSendable(CacheView(keys: keys, values: values))
         let slabs = UnsafeSendable(decodeScores.pointer), slab = groups * contextLength
         for r in 0..<t {
             let span = position + r + 1
@@ -402,6 +433,5 @@ public final class LFM2Session {
                 }
             }
         }
-        parallel.matmul(outProj, mixed.pointer, t, operatorOut.pointer)
     }
 }
