@@ -412,6 +412,36 @@ final class BrokenInputTests: XCTestCase {
         }
     }
 
+    /// The header's JSON text edited (checksum recomputed): numbers of the wrong sign or kind for their field.
+    func withEditedHeaderText(_ edit: (String) -> String) throws -> Data {
+        var bytes = try validModel()
+        let prefix = try bytes.withUnsafeBytes { try FBMPrefix(bytes: $0, fileSize: UInt64($0.count)) }
+        let text = String(decoding: bytes[64 ..< 64 + Int(prefix.headerSize)], as: UTF8.self)
+        let json = Data(edit(text).utf8)
+        XCTAssertNotEqual(String(decoding: json, as: UTF8.self), text, "the edit changed nothing")
+        let sum = json.withUnsafeBytes { fb_xxh64($0.baseAddress, $0.count, 0) }
+        let newPrefix = FBMPrefix(headerSize: UInt64(json.count), headerXXH64: sum, dataOffset: prefix.dataOffset, dataSize: prefix.dataSize)
+        bytes.replaceSubrange(0..<64, with: newPrefix.encoded())
+        bytes.replaceSubrange(64 ..< 64 + json.count, with: json)
+        return bytes
+    }
+
+    /// "invalid JSON at ''" used to be all a negative or fractional header number got.
+    func testNegativeAndFractionalHeaderNumbers() throws {
+        func replacing(_ pattern: String, _ replacement: String) -> (String) -> String {
+            { $0.replacingOccurrences(of: pattern, with: replacement, options: .regularExpression) }
+        }
+        try assertInspectFails(try withEditedHeaderText(replacing(#""num_hidden_layers" ?: ?\d+"#, #""num_hidden_layers":-4"#)),
+                               mentions: ["num_hidden_layers is -4"])
+        try assertInspectFails(try withEditedHeaderText(replacing(#""offset" ?: ?(\d+)"#, #""offset":-64"#)),
+                               mentions: ["offset is -64, not a whole number"])
+        try assertInspectFails(try withEditedHeaderText(replacing(#""hidden_size" ?: ?(\d+)"#, #""hidden_size":$1.5"#)),
+                               mentions: ["hidden_size is", ".5, not a whole number"])
+        // An offset near 2^64 used to give a wrong "file is truncated" figure (the sum overflowed).
+        try assertInspectFails(try withEditedHeaderText(replacing(#""offset" ?: ?(\d+)"#, #""offset":18446744073709551552"#)),
+                               mentions: ["outside the data section"])
+    }
+
     func testOffsetOutOfRange() throws {
         let bytes = try withEditedHeader { $0.tensors[3].offset = 1 << 40 }
         try assertInspectFails(bytes, mentions: ["outside the data section"])

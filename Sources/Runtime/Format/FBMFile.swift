@@ -41,7 +41,7 @@ public final class FBMFile {
             do {
                 header = try JSONDecoder().decode(FBMHeader.self, from: Data(headerBytes))
             } catch {
-                throw FireboltError("header is not a valid .fbm header: \(Self.describe(decodingError: error))")
+                throw FireboltError("header is not a valid .fbm header: \(Self.describe(decodingError: error, json: Data(headerBytes)))")
             }
             guard header.format == "fbm", header.version == Int(FBM.version) else {
                 throw FireboltError("header declares format '\(header.format)' version \(header.version); expected fbm version \(FBM.version)")
@@ -191,6 +191,36 @@ public final class FBMFile {
             }
             return done
         }
+    }
+
+    /// Fields that hold fractions; every other number in a header is a whole number ≥ 0 (a size, an id, an offset).
+    static let fractionalFields: Set<String> = ["norm_eps", "rope_theta", "layer_norm_eps", "rescale_factor", "image_mean",
+                                                "image_std"]
+
+    static func describe(decodingError error: Error, json: Data) -> String {
+        // Foundation reports a number its field's type cannot hold (a negative offset, a fractional size) as
+        // "not valid JSON" at the top: find the number and say which field it is.
+        if case .dataCorrupted(let c)? = error as? DecodingError, c.codingPath.isEmpty,
+           let root = try? JSONSerialization.jsonObject(with: json), let (path, value) = firstBadNumber(root, path: "") {
+            return "\(path) is \(value), not a whole number ≥ 0"
+        }
+        return describe(decodingError: error)
+    }
+
+    private static func firstBadNumber(_ value: Any, path: String, key: String = "") -> (String, String)? {
+        if let object = value as? [String: Any] {
+            for k in object.keys.sorted() {
+                if let found = firstBadNumber(object[k]!, path: path.isEmpty ? k : path + "." + k, key: k) { return found }
+            }
+        } else if let list = value as? [Any] {
+            for (i, item) in list.enumerated() {
+                if let found = firstBadNumber(item, path: path + "[\(i)]", key: key) { return found }
+            }
+        } else if let n = value as? NSNumber, String(cString: n.objCType) != "c", !fractionalFields.contains(key) {
+            let d = n.doubleValue
+            if d < 0 || d.rounded() != d || d >= 0x1p64 { return (path, n.stringValue) }
+        }
+        return nil
     }
 
     static func describe(decodingError error: Error) -> String {

@@ -43,7 +43,10 @@ public struct LFM2Config: Codable, Equatable {
     /// Checks the relations the runtime relies on; the message names the offending field.
     public func validate() throws {
         func require(_ ok: Bool, _ what: String) throws { if !ok { throw FireboltError("invalid text config: \(what)") } }
-        try require(vocabSize > 0 && hiddenSize > 0 && intermediateSize > 0 && numHiddenLayers > 0, "sizes must be positive")
+        for (name, value) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
+                              ("num_hidden_layers", numHiddenLayers)] {
+            try require(value > 0, "\(name) is \(value); sizes must be positive")
+        }
         try require(layerTypes.count == numHiddenLayers, "layer_types has \(layerTypes.count) entries for \(numHiddenLayers) layers")
         try require(layerTypes.allSatisfy { $0 == "conv" || $0 == "attention" }, "layer_types entries must be conv or attention")
         try require(numAttentionHeads > 0 && numKeyValueHeads > 0 && numAttentionHeads % numKeyValueHeads == 0,
