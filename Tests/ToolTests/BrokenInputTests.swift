@@ -167,6 +167,7 @@ final class BrokenInputTests: XCTestCase {
         }
         // Converted, then refused by fbrun: now refused at conversion.
         for (key, value, message): (String, Any, String) in [("hidden_act", "relu", "hidden_act 'relu' is not supported"),
+                                                              ("layer_norm_eps", 1e300, "layer_norm_eps"),
                                                               ("num_attention_heads", -1, "not a multiple of -1 heads")] {
             let dir = try checkpoint("vision-\(key)", weights: weights) { json in
                 var vision = json["vision_config"] as! [String: Any]
@@ -233,6 +234,19 @@ final class BrokenInputTests: XCTestCase {
     func testBadJSONHeader() throws {
         let dir = try checkpoint("badjson", weights: SafetensorsBuilder.bytes(headerJSON: "{\"a\": [1, 2", data: Data()))
         try assertConversionFails(dir, mentions: ["model.safetensors", "not valid JSON"])
+    }
+
+    /// An S4 l_kernel of 65536 made conversion take minutes (the taps cost grows faster than the length): lengths
+    /// past 8192 (released: 512) are refused before any work, naming the limit.
+    func testHugeS4LengthIsRefusedAtOnce() throws {
+        var entries = try fixtureEntries()
+        let index = try XCTUnwrap(entries.firstIndex { $0.0.hasSuffix("s4.layer.kernel.l_kernel") })
+        var length = Int64(65536)
+        entries[index].3 = Data(bytes: &length, count: 8)
+        let dir = try checkpoint("l-kernel", weights: SafetensorsBuilder.raw(entries))
+        let start = Date()
+        try assertConversionFails(dir, mentions: ["s4_taps", "8192"])
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10, "refusing took as long as converting")
     }
 
     func testUnknownDType() throws {
