@@ -7,36 +7,21 @@
 #include <string.h>
 
 #include "batched_internal.h"
+#include "kernel_set.h"
 
 // ---- CPU and tuning --------------------------------------------------------------------------------------------
 
+// Whether the x86 SIMD batched kernels are in use: every x86 kernel set needs AVX2, FMA and F16C (matmul.c), and
+// FB_KERNELS=scalar turns them off too.
 int fb__cpu_has_avx2(void) {
 #if defined(__x86_64__) || defined(_M_X64)
-    static atomic_int has = -1;
-    int h = atomic_load_explicit(&has, memory_order_relaxed);
-    if (h < 0) {
-#ifdef FB_EMULATE_X86  // SIMDe stands in for every x86 instruction (simd_x86.h)
-        h = 1;
-#else
-        __builtin_cpu_init();
-        h = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-#endif
-        atomic_store_explicit(&has, h, memory_order_relaxed);
-    }
-    // FB_KERNELS=scalar (or a forced scalar path) turns the SIMD batched kernels off too.
-    return h && strcmp(fb_kernels_name(), "scalar") != 0;
+    return fb__kernel_set() != FB__SET_SCALAR;
 #else
     return 0;
 #endif
 }
 
-int fb__cpu_has_dotprod(void) {
-#if defined(__aarch64__)
-    return strcmp(fb_kernels_name(), "neon-dotprod") == 0;
-#else
-    return 0;
-#endif
-}
+int fb__cpu_has_dotprod(void) { return fb__kernel_set() == FB__SET_NEON_DOTPROD; }
 
 // GEMM blocking: NC rows x KC columns of f32 packed at a time (128 KiB, half the L2 of the CPUs this was tuned
 // on); FB_GEMM_NC / FB_GEMM_KC override, for tuning.
@@ -111,7 +96,7 @@ static int simd_sgemm(int trans_b, size_t m, size_t n, size_t k, const float *a,
         fb__gemm_block_avx2(&src, a, lda, m, c, ldc, r, n - r < nc ? n : r + nc, kc, pack, accumulate);
     return 1;
 #elif defined(__aarch64__)
-    if (strcmp(fb_kernels_name(), "scalar") == 0) return 0;
+    if (fb__kernel_set() == FB__SET_SCALAR) return 0;
     fb__sgemm_neon(trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate, thread_pack_buffer(fb__sgemm_pack_floats()));
     return 1;
 #else
@@ -298,15 +283,16 @@ static const fb__pk_kernel *packed_kernel(const fb_matrix *w) {
     const int q8 = w->type == FB_Q8;
 #if defined(__x86_64__) || defined(_M_X64)
     if (fb__cpu_has_avx2()) {
-        const char *path = fb_kernels_name();
-        if (!strcmp(path, "avx512-vnni")) return q8 ? &fb__pk_avx512_vnni_q8 : &fb__pk_avx512_vnni_q4;
-        if (!strcmp(path, "avx512")) return q8 ? &fb__pk_avx512_q8 : &fb__pk_avx512_q4;
-        if (!strcmp(path, "avx2-vnni")) return q8 ? &fb__pk_avx_vnni_q8 : &fb__pk_avx_vnni_q4;
-        return q8 ? &fb__pk_avx2_q8 : &fb__pk_avx2_q4;
+        switch (fb__kernel_set()) {
+            case FB__SET_AVX512_VNNI: return q8 ? &fb__pk_avx512_vnni_q8 : &fb__pk_avx512_vnni_q4;
+            case FB__SET_AVX512: return q8 ? &fb__pk_avx512_q8 : &fb__pk_avx512_q4;
+            case FB__SET_AVX2_VNNI: return q8 ? &fb__pk_avx_vnni_q8 : &fb__pk_avx_vnni_q4;
+            default: return q8 ? &fb__pk_avx2_q8 : &fb__pk_avx2_q4;
+        }
     }
 #elif defined(__aarch64__)
     if (fb__cpu_has_dotprod()) return q8 ? &fb__pk_dotprod_q8 : &fb__pk_dotprod_q4;
-    if (!strcmp(fb_kernels_name(), "neon")) return q8 ? &fb__pk_neon_q8 : &fb__pk_neon_q4;
+    if (fb__kernel_set() == FB__SET_NEON) return q8 ? &fb__pk_neon_q8 : &fb__pk_neon_q4;
 #endif
     (void)q8;
     return NULL;
@@ -382,7 +368,7 @@ static void quantize_chunk(void *p, int c, int chunks) {
         return;
     }
 #elif defined(__aarch64__)
-    if (strcmp(fb_kernels_name(), "scalar") != 0) {
+    if (fb__kernel_set() != FB__SET_SCALAR) {
         fb__quantize_act_neon(j->x, j->ldx, b, e, &j->act);
         return;
     }

@@ -3,6 +3,7 @@
 #define FIREBOLT_KERNELS_INTERNAL_H
 
 #include "Kernels.h"
+#include "kernel_set.h"
 
 #include <stdlib.h>
 

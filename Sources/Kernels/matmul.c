@@ -141,22 +141,23 @@ int fb__cpu_has_f16c(void) { return (cpu() & CPU_F16C) != 0; }
 
 typedef struct {
     const char *name;
+    fb__kernel_set_id id;
     int needs;  // CPU_* flags
     fb_matmul_fn matmul;
 } kernel_set;
 
 static const kernel_set kernel_sets[] = {
     // In order of preference: the default is the last one the CPU supports.
-    {"scalar", 0, matmul_scalar},
+    {"scalar", FB__SET_SCALAR, 0, matmul_scalar},
 #ifdef FB_X86
-    {"avx2", CPU_AVX2, fb__matmul_avx2_q},
-    {"avx2-vnni", CPU_AVX2 | CPU_AVXVNNI, fb__matmul_avxvnni},
-    {"avx512", CPU_AVX512, fb__matmul_avx512_q},
-    {"avx512-vnni", CPU_AVX512 | CPU_AVX512VNNI, fb__matmul_avx512vnni},
+    {"avx2", FB__SET_AVX2, CPU_AVX2, fb__matmul_avx2_q},
+    {"avx2-vnni", FB__SET_AVX2_VNNI, CPU_AVX2 | CPU_AVXVNNI, fb__matmul_avxvnni},
+    {"avx512", FB__SET_AVX512, CPU_AVX512, fb__matmul_avx512_q},
+    {"avx512-vnni", FB__SET_AVX512_VNNI, CPU_AVX512 | CPU_AVX512VNNI, fb__matmul_avx512vnni},
 #endif
 #ifdef FB_ARM
-    {"neon", CPU_NEON, fb__matmul_neon},
-    {"neon-dotprod", CPU_NEON | CPU_DOTPROD, fb__matmul_neon_dotprod},
+    {"neon", FB__SET_NEON, CPU_NEON, fb__matmul_neon},
+    {"neon-dotprod", FB__SET_NEON_DOTPROD, CPU_NEON | CPU_DOTPROD, fb__matmul_neon_dotprod},
 #endif
 };
 #define N_SETS ((int)(sizeof kernel_sets / sizeof kernel_sets[0]))
@@ -191,6 +192,8 @@ static int current_set(void) {
 }
 
 const char *fb_kernels_name(void) { return kernel_sets[current_set()].name; }
+
+fb__kernel_set_id fb__kernel_set(void) { return kernel_sets[current_set()].id; }
 
 int fb_kernels_check(const char *name) {
     if (!name) return -1;

@@ -6,20 +6,13 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "kernel_set.h"
 #include "ops_internal.h"
 
+// The kernel set decides (every x86 set needs AVX2, FMA and F16C; matmul.c detects them, FB_EMULATE_X86 included).
 int fb__ops_simd(void) {
-#if defined(__x86_64__) || defined(_M_X64)
-    static atomic_int has = -1;
-    int h = atomic_load_explicit(&has, memory_order_relaxed);
-    if (h < 0) {
-        __builtin_cpu_init();
-        h = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-        atomic_store_explicit(&has, h, memory_order_relaxed);
-    }
-    return h && strcmp(fb_kernels_name(), "scalar") != 0;
-#elif defined(__aarch64__)
-    return strcmp(fb_kernels_name(), "scalar") != 0;
+#if defined(__x86_64__) || defined(_M_X64) || defined(__aarch64__)
+    return fb__kernel_set() != FB__SET_SCALAR;
 #else
     return 0;
 #endif
