@@ -18,7 +18,7 @@ rows=${1:-1024} cols=${2:-1024}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "${CC:-cc}" -shared -fPIC -O2 -o "$tmp/count.so" scripts/arm-insns/count_plugin.c
-"$cc" --target=aarch64-linux-gnu -O2 -std=gnu11 -fuse-ld=lld -I Sources/Kernels/include Sources/Kernels/*.c \
+"$cc" --target=aarch64-linux-gnu -O2 -std=gnu11 -fuse-ld=lld -I Sources/Kernels/include Sources/Kernels/*.c Sources/Kernels/x86/*.c Sources/Kernels/arm/*.c \
     scripts/arm-insns/product.c -o "$tmp/product" -lm
 count() {  # cpu, FB_KERNELS, FB_BATCHED, product arguments...
     local cpu=$1 kernels=$2 batched=$3

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the AArch64 kernel paths (NEON and NEON dot product) without ARM hardware: cross-compiles
-# Sources/Kernels/*.c with Tests/KernelPaths/kernel_paths_test.c and runs the result under qemu-user on two
+# every .c file of Sources/Kernels (its x86/ and arm/ folders too) with Tests/KernelPaths/kernel_paths_test.c and runs the result under qemu-user on two
 # CPU models:
 #   -cpu max         has the dot-product extension: the default path must be neon-dotprod;
 #   -cpu cortex-a53  ARMv8.0, no dot product: the default must be neon and neon-dotprod unselectable;
@@ -31,7 +31,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 bin=$tmp/kernel_paths_test
 if ! "$cc" --target=aarch64-linux-gnu -O2 -std=gnu11 -Wall -Werror -fuse-ld=lld -I Sources/Kernels/include \
-    Sources/Kernels/*.c Tests/KernelPaths/kernel_paths_test.c -o "$bin" -lm 2>"$tmp/cc.log"; then
+    Sources/Kernels/*.c Sources/Kernels/x86/*.c Sources/Kernels/arm/*.c Tests/KernelPaths/kernel_paths_test.c -o "$bin" -lm 2>"$tmp/cc.log"; then
     cat "$tmp/cc.log" >&2
     echo "test-arm: cross-compilation failed ($cc --target=aarch64-linux-gnu)" >&2
     exit 1

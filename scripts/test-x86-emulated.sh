@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the x86 kernel sets this machine kind's CPUs lack (AVX-VNNI, AVX-512, AVX-512 VNNI) without such a CPU:
-# builds Sources/Kernels/*.c with Tests/KernelPaths/kernel_paths_test.c and FB_EMULATE_X86, so that SIMDe's portable
+# builds every .c file of Sources/Kernels (x86/ and arm/ too) with Tests/KernelPaths/kernel_paths_test.c and FB_EMULATE_X86, so that SIMDe's portable
 # definitions of the intrinsics (Tests/KernelPaths/x86_emulated.h) stand in for the instructions and every x86 path is
 # selectable, then runs it twice:
 #   emulated                 all kernel sets "present": the default must be avx512-vnni, and every path must agree
@@ -61,7 +61,7 @@ bin=$tmp/kernel_paths_test
 # SIMDE_NO_NATIVE: SIMDe's own code only (its aliases would clash with the compiler's intrinsic headers); -Wno-psabi:
 # the whole program is built with one ABI for its vector types.
 if ! "$cc" -O2 -std=gnu11 -Wall -Werror -Wno-psabi -DFB_EMULATE_X86 -DSIMDE_NO_NATIVE -I Sources/Kernels/include \
-    -I Tests/KernelPaths Sources/Kernels/*.c Tests/KernelPaths/kernel_paths_test.c -o "$bin" -lm -lpthread \
+    -I Tests/KernelPaths Sources/Kernels/*.c Sources/Kernels/x86/*.c Sources/Kernels/arm/*.c Tests/KernelPaths/kernel_paths_test.c -o "$bin" -lm -lpthread \
     2>"$tmp/cc.log"; then
     cat "$tmp/cc.log" >&2
     echo "test-x86-emulated: compilation failed ($cc)" >&2

@@ -39,7 +39,7 @@ typedef struct {
 void fb__quantize_act_scalar(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
 void fb__gemm_i8_scalar(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r0, size_t r1);
 
-// The packed int8 GEMMs for q4 and q8 (batched_x86.c for AVX2 and VNNI, batched_arm.c for the dot product): rows are packed
+// The packed int8 GEMMs for q4 and q8 (x86/gemm_int8.c for AVX2 and VNNI, arm/gemm_int8.c for the dot product): rows are packed
 // FB__PK_ROWS at a time; per group g and step s (0..7), 64 bytes hold weights 4s..4s+3 of the group for the 16 rows,
 // one byte each (q4: the nibbles 0..15; q8: the stored int8, or for VNNI that + 128 as unsigned), row-major within each 4-byte lane: panel[g][s][row][4];
 // after all panels of a block, the rows' f16 scales as f32: scales[panel][g][row]. fb__i8_packed (batched.c) packs
@@ -71,7 +71,7 @@ extern const fb__pk_kernel fb__pk_avx2_q4, fb__pk_avx2_q8, fb__pk_avx_vnni_q4, f
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
-// GEMM (gemm_x86.c): y[t*ldy + r] (+)= sum_c src(r, c) * x[t*ldx + c] for rows [r0, r1) (at most the nc the pack
+// GEMM (x86/gemm_f32.c): y[t*ldy + r] (+)= sum_c src(r, c) * x[t*ldx + c] for rows [r0, r1) (at most the nc the pack
 // buffer was sized for), all n tokens; columns in blocks of kc. Overwrites y (adds to it when accumulate).
 size_t fb__gemm_pack_floats(size_t nc, size_t kc);
 void fb__gemm_block_avx2(const fb_source *s, const float *x, size_t ldx, size_t n, float *y, size_t ldy, size_t r0,
@@ -79,12 +79,12 @@ void fb__gemm_block_avx2(const fb_source *s, const float *x, size_t ldx, size_t 
 #endif
 
 #if defined(__aarch64__)
-// f32 GEMM (gemm_arm.c): c[i*ldc + j] (+)= sum_p a[i*lda + p] * B(p, j) for i < m, j < n (B as in fb_sgemm), with a
+// f32 GEMM (arm/gemm_f32.c): c[i*ldc + j] (+)= sum_p a[i*lda + p] * B(p, j) for i < m, j < n (B as in fb_sgemm), with a
 // pack buffer of fb__sgemm_pack_floats() floats.
 size_t fb__sgemm_pack_floats(void);
 void fb__sgemm_neon(int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
                     float *c, size_t ldc, int accumulate, float *pack);
-// The activations for the int8 route, and the packed kernels with the dot product and without (batched_arm.c).
+// The activations for the int8 route, and the packed kernels with the dot product and without (arm/gemm_int8.c).
 void fb__quantize_act_neon(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
 extern const fb__pk_kernel fb__pk_dotprod_q4, fb__pk_dotprod_q8, fb__pk_neon_q4, fb__pk_neon_q8;
 #endif

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
-#include "simd_x86.h"
+#include "x86/simd.h"
 #define FB_X86 1
 #endif
 

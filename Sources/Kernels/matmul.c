@@ -15,7 +15,7 @@ typedef void (*fb_matmul_fn)(const fb_matrix *, const float *, size_t, size_t, f
                              size_t, size_t);
 
 #ifdef FB_X86
-// matvec_x86.c: the int8-activation decode kernels for q4/q8 and n <= 4, else matmul_x86.c's float ones.
+// x86/matvec_int8.c: the int8-activation decode kernels for q4/q8 and n <= 4, else x86/matvec_float.c's float ones.
 void fb__matmul_avx2_q(FB__MM_ARGS);
 void fb__matmul_avxvnni(FB__MM_ARGS);
 void fb__matmul_avx512_q(FB__MM_ARGS);
@@ -98,7 +98,7 @@ static atomic_int cpu_flags;  // 0 = not yet detected
 
 static int detect_cpu(void) {
     int f = CPU_INIT;
-#ifdef FB_EMULATE_X86  // SIMDe stands in for every x86 instruction (simd_x86.h)
+#ifdef FB_EMULATE_X86  // SIMDe stands in for every x86 instruction (x86/simd.h)
     return f | CPU_F16C | CPU_AVX2 | CPU_AVX512 | CPU_AVXVNNI | CPU_AVX512VNNI;
 #endif
 #ifdef FB_X86

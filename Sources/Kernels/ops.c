@@ -31,7 +31,7 @@ int fb__ops_simd(void) {
 #else
 #define SIMD(call) ((void)0)
 #endif
-#if defined(__aarch64__)  // the ops with a NEON version (ops_arm.c); the others are the portable code there
+#if defined(__aarch64__)  // the ops with a NEON version (arm/ops_neon.c); the others are the portable code there
 #define NEON(call) FAST_PATH(call)
 #else
 #define NEON(call) ((void)0)

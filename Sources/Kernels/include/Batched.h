@@ -2,7 +2,7 @@
 //
 // fb_matmul (Kernels.h) is built for one token at a time: it streams the weights once per few tokens. With many
 // tokens the product is a real GEMM and goes one of these ways ("routes"):
-//   "gemm":  (the default with AVX2+FMA for f32/f16) a blocked f32 GEMM (gemm_x86.c): the weights are converted
+//   "gemm":  (the default with AVX2+FMA for f32/f16) a blocked f32 GEMM (x86/gemm_f32.c): the weights are converted
 //            to f32 as they are packed into cache-sized panels, and a 6-token x 16-row register tile is FMA'd over
 //            them. Float throughout: results differ from fb_matmul's only by summation order.
 //   "int8":  (the default for q4 and q8 on every SIMD path: AVX2 and up, NEON) the activations are quantized once
@@ -10,7 +10,7 @@
 //            do), and the integer products are summed with VPMADDUBSW, VPDPBUSD (VNNI), SDOT or SMLAL. The weights
 //            are packed 16 rows at a time so that one register holds 8 rows (16 with AVX-512, 4 on AArch64) and the
 //            float work (scales) is done once per
-//            group for them (batched_x86.c, batched_arm.c). Adds the activation rounding to the weight error:
+//            group for them (x86/gemm_int8.c, arm/gemm_int8.c). Adds the activation rounding to the weight error:
 //            relative RMS error of a product ~5e-3 with Gaussian activations (q4 weights alone: 8e-2). On Zen 3
 //            (AVX2, no VNNI) q4 runs at 2-2.5x the "gemm" route and q8 (sign trick) at ~1.45x.
 //   "matmul": fb_matmul, rows split across the pool (fewer than fb_batched_min_tokens() tokens; f32/f16 without

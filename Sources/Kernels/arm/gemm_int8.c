@@ -1,6 +1,6 @@
 // AArch64 part of the batched products (batched.c): the packed int8 GEMMs for q4 and q8 weights, used when fb_matmul
 // runs its "neon-dotprod" path (ARMv8.2 SDOT) or its "neon" one (ARMv8.0: Cortex-A53 / A72, the Raspberry Pi 3 and 4).
-// Same scheme, packed layout and driver as the AVX2 kernels in batched_x86.c (the layout: batched_internal.h):
+// Same scheme, packed layout and driver as the AVX2 kernels in x86/gemm_int8.c (the layout: batched_internal.h):
 //   micro-kernel: one 16-byte register holds 4 rows x 4 weights. SDOT by lane against 4 activation bytes adds each
 //         row's 4 products into its i32 lane (exact, signed x signed: no i16 stage or sign trick as on AVX2). Without
 //         SDOT, SMLAL multiplies the register by the 4 bytes repeated into i16 product lanes (2 rows x 4 weights per
@@ -12,7 +12,7 @@
 //         nibbles' +8 offset back and for q8 ex = 0.
 //   Tile: 4 blocks of 4 rows (16 rows) x 3 tokens = 12 i32 + 12 f32 accumulators of the 32 vector registers (plain
 //         NEON q4: 24 i16 ones while a group runs).
-#include "batched_internal.h"
+#include "../batched_internal.h"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>

@@ -7,11 +7,11 @@
 // every weight is read once per 4 tokens; rows are also blocked (~256 KiB of weights) so that,
 // for long prompts, weights come from memory once and from cache for the other token blocks.
 // Activations stay float here. Decode (q4/q8 with n <= 4, and f32/f16 with n == 1) goes to
-// matvec_x86.c first: int8 activations and integer dot products for q4/q8 (Kernels.h).
+// x86/matvec_int8.c first: int8 activations and integer dot products for q4/q8 (Kernels.h).
 #include "Kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-#include "simd_x86.h"
+#include "simd.h"
 
 #define MM_ARGS                                                                                       \
     const fb_matrix *w, const float *x, size_t ldx, size_t n, float *y, size_t ldy, size_t row_begin, \

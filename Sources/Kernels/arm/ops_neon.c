@@ -1,10 +1,10 @@
 // NEON versions of the element-wise operations whose libm calls dominate them on AArch64 (ops.c dispatches to them
 // when fb_matmul's path is not "scalar"): GELU (tanh form), SiLU-and-multiply and softmax, i.e. the vision tower's
 // MLP and attention and the decoder's MLP; and decode attention over the KV cache (at the end). Same formulas and the
-// same exp polynomial as ops_x86.c (Cephes-style, max error ~2 ulp over the range used); the softmax sum stays in
+// same exp polynomial as x86/ops_avx2.c (Cephes-style, max error ~2 ulp over the range used); the softmax sum stays in
 // double. Executed instructions per element under qemu
 // (scripts/arm-insns.sh), portable with libm -> here: GELU 117 -> 11, SiLU 40 -> 10.5, softmax 46 -> 14.6.
-#include "ops_internal.h"
+#include "../ops_internal.h"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>

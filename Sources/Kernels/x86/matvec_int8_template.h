@@ -1,5 +1,5 @@
 // Template of the x86 decode kernels for q4/q8 weights with int8 activations (n <= 4 tokens), and
-// of the f16 n == 1 kernel (f_rows, float); matvec_x86.c includes it once per instruction set with:
+// of the f16 n == 1 kernel (f_rows, float); x86/matvec_int8.c includes it once per instruction set with:
 //   QX(name)    the set's prefix for every function defined here
 //   QT          the target attribute string
 //   QVNNI       1: u8 x s8 dot products with VPDPBUSD (AVX-VNNI or AVX-512 VNNI), 0: VPMADDUBSW + VPMADDWD
@@ -8,7 +8,7 @@
 // The rest is 256 bits wide in every set (in the AVX-512 sets with EVEX encodings and 32 registers):
 // q8 and the q4 tails are cheap next to the memory traffic, and 256-bit tails need no 4-group cases.
 //
-// The algorithm (shared with the NEON kernels in matmul_arm.c and described in Kernels.h):
+// The algorithm (shared with the NEON kernels in arm/matvec.c and described in Kernels.h):
 //   1. Each token's activations are quantized per group of 32 to int8, like llama.cpp's Q8_0:
 //      amax = max |x|, d = amax / 127, q = round-to-nearest-even(x * (127 / amax)) (|q| <= 127).
 //      NaN or inf wins the max, so it reaches d and the results (Kernels.h).
@@ -286,7 +286,7 @@ QI __m256 QX(w8)(const int type, const char *p, size_t i) {
 
 // fb_matmul for f16 (and f32) and n == 1: one row at a time (one sequential weight stream,
 // prefetched ahead), four independent accumulators, f16 through F16C. Bound by memory bandwidth.
-// Measured against matmul_x86.c's 4-row tiles (scripts/bench-matvec.sh, 4608 x 1024, n = 1): f16
+// Measured against x86/matvec_float.c's 4-row tiles (scripts/bench-matvec.sh, 4608 x 1024, n = 1): f16
 // 10.5 -> 13.4 GB/s on the 2-core EPYC, 6.8 -> 12.3 on a Xeon; f32 was slower here (18 -> 14 GB/s),
 // so only f16 comes here.
 QI void QX(f_rows)(const int type, const fb_matrix *w, const float *x, float *y, size_t row_begin, size_t row_end) {

@@ -1,12 +1,12 @@
 // AVX2+FMA versions of the element-wise operations that show up in prefill / vision profiles (ops.c dispatches to
 // them at run time). Same formulas as ops.c; exp is a Cephes-style polynomial (max error ~2 ulp over the range
 // used), and the reductions that ops.c does in double stay in double (4 lanes at a time).
-#include "ops_internal.h"
+#include "../ops_internal.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <math.h>
 
-#include "simd_x86.h"
+#include "simd.h"
 
 #define A2 FB_TARGET("avx2,fma,f16c")
 #define A2I static inline __attribute__((always_inline)) FB_TARGET("avx2,fma,f16c")

@@ -1,5 +1,5 @@
 // Small register helpers shared by the x86 kernel files: horizontal sum and max of 8 floats, and the 8 x 8 transpose
-// of 32-bit lanes the GEMMs' weight packing uses (gemm_x86.c: floats; batched_x86.c: 4-byte groups of int8 weights,
+// of 32-bit lanes the GEMMs' weight packing uses (x86/gemm_f32.c: floats; x86/gemm_int8.c: 4-byte groups of int8 weights,
 // through casts, which move bits unchanged). The AVX-512 kernel sets call them too (their targets include AVX2).
 #ifndef FIREBOLT_SIMD_X86_H
 #define FIREBOLT_SIMD_X86_H

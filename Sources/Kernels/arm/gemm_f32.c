@@ -4,7 +4,7 @@
 // (packing B from Kᵀ gathers, hence the difference; the micro-kernel alone is 20 instructions per 64).
 // Both operands are packed per block of KC columns of the sum: A as [p][8 rows], B as [p][8 columns] (zero-padded);
 // the 8 x 8 micro-kernel keeps the tile in 16 registers and does 16 FMLA-by-lane per step of p, for 64 multiply-adds.
-#include "batched_internal.h"
+#include "../batched_internal.h"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>

@@ -13,12 +13,12 @@
 //
 // Every output is a float sum of products in k order per KC block (the same products as the scalar reference,
 // in another order), so results match fb_matmul's to rounding.
-#include "batched_internal.h"
+#include "../batched_internal.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <string.h>
 
-#include "simd_x86.h"
+#include "simd.h"
 
 #define A2 FB_TARGET("avx2,fma,f16c")
 #define A2I static inline __attribute__((always_inline)) FB_TARGET("avx2,fma,f16c")

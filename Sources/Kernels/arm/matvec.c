@@ -1,10 +1,10 @@
 // AArch64 paths of fb_matmul: "neon" (Advanced SIMD, part of every AArch64 CPU) and "neon-dotprod"
 // (ARMv8.2 dot product, SDOT; matmul.c checks HWCAP_ASIMDDP before choosing it).
-//   q4/q8, n <= 4 (decode): int8 activations and integer dot products (matmul_arm_q.h).
+//   q4/q8, n <= 4 (decode): int8 activations and integer dot products (arm/matvec_int8_template.h).
 //   Everything else: float. f32/f16 rows are FMA'd directly (f16 through FCVTL); for n > 4, q4/q8
 //   groups are dequantized to float once per 4 tokens (q * scale), like the x86 float paths, and
 //   rows are blocked so the weights of a block stay in cache across the token blocks.
-#include "kernels_internal.h"
+#include "../kernels_internal.h"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
@@ -155,13 +155,13 @@ static void matmul_float(FB__MM_ARGS) {
 #define QX(name) nq_##name
 #define QATTR
 #define QSDOT 0
-#include "matmul_arm_q.h"
+#include "matvec_int8_template.h"
 
 // "arch=armv8.2-a+dotprod": the spelling both clang and GCC 12 accept.
 #define QX(name) dq_##name
 #define QATTR __attribute__((target("arch=armv8.2-a+dotprod")))
 #define QSDOT 1
-#include "matmul_arm_q.h"
+#include "matvec_int8_template.h"
 
 static int small_quant(const fb_matrix *w, size_t n) {
     return n <= FB__QACT_MAX_N && (w->type == FB_Q4 || w->type == FB_Q8);

@@ -1,8 +1,8 @@
 // Template of the AArch64 int8-activation decode kernels (q4/q8 weights, n <= 4 tokens); included
-// by matmul_arm.c once for plain NEON and once for the dot-product extension, with:
+// by arm/matvec.c once for plain NEON and once for the dot-product extension, with:
 //   QX(name)  the set's prefix,  QATTR  a function attribute (empty or the target),
 //   QSDOT     1: SDOT (vdotq_s32), 0: SMULL/SMLAL2 into int16 then SADALP into int32.
-// The method is the x86 one (matvec_x86_q.h, Kernels.h): activations quantized per group of 32 to
+// The method is the x86 one (x86/matvec_int8_template.h, Kernels.h): activations quantized per group of 32 to
 // int8 with the same rounding (FCVTNS rounds to nearest, ties to even, like CVTPS2DQ), exact int32
 // group dot products, then (weight scale * activation scale) in float. q4 uses the stored nibble
 // (0..15) and subtracts 8 * sum(qx) per group through one float dot product per row, as on x86.

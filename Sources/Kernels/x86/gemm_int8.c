@@ -1,12 +1,12 @@
 // x86 parts of the batched products (batched.c): activation quantization (AVX2) and the packed int8 GEMMs for q4 and
 // q8 weights on AVX2, AVX-VNNI, AVX-512 and AVX-512 VNNI (layout and driver: batched_internal.h, batched.c). Per-function
 // target attributes, chosen at run time.
-#include "batched_internal.h"
+#include "../batched_internal.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <string.h>
 
-#include "simd_x86.h"
+#include "simd.h"
 
 #define A2 FB_TARGET("avx2,fma,f16c")
 #define A2I static inline __attribute__((always_inline)) FB_TARGET("avx2,fma,f16c")
@@ -76,8 +76,8 @@ A2 void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, 
 //   alike: the q8 pack stores the weights + 128 (w ^ 0x80, unsigned 0..255), and the group's -128 * d * sum(q)
 //   comes back, like q4's -8 * d * sum(q), through ex (times 16, exact); |dot| <= 32 * 255 * 127 < 2^24, so its
 //   conversion to float is exact too. Per group and 8 rows x 1 token: 8 VPDPBUSD + 1 convert + 2 FMAs.
-//   AVX2 and AVX-VNNI run the 256-bit micro-kernels (batched_x86_tile.h); AVX-512 and AVX-512 VNNI hold a whole step
-//   of a panel (16 rows x 4 bytes) in one 512-bit register (batched_x86_tile512.h).
+//   AVX2 and AVX-VNNI run the 256-bit micro-kernels (x86/gemm_int8_tile256.h); AVX-512 and AVX-512 VNNI hold a whole step
+//   of a panel (16 rows x 4 bytes) in one 512-bit register (x86/gemm_int8_tile512.h).
 
 #define PK_ROWS FB__PK_ROWS
 #define PK_GROUP_BYTES FB__PK_GROUP_BYTES
@@ -142,14 +142,14 @@ _Static_assert(PK_TOKENS == 6 && FB__PK_STEP % PK_TOKENS == 0, "micro-tiles must
 #define PX(name) a2_##name
 #define PT "avx2,fma,f16c"
 #define PVNNI 0
-#include "batched_x86_tile.h"
+#include "gemm_int8_tile256.h"
 
 // AVX-VNNI: VEX-encoded VPDPBUSD on 256-bit vectors.
 #define PX(name) avx_vnni_##name
 #define PT "avx2,fma,f16c,avxvnni"
 #define PVNNI 1
 #define PDPB(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
-#include "batched_x86_tile.h"
+#include "gemm_int8_tile256.h"
 
 // ---- AVX-512 --------------------------------------------------------------------------------------------------------
 
@@ -157,13 +157,13 @@ _Static_assert(PK_TOKENS == 6 && FB__PK_STEP % PK_TOKENS == 0, "micro-tiles must
 #define PX(name) avx512_##name
 #define PT "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
 #define PVNNI 0
-#include "batched_x86_tile512.h"
+#include "gemm_int8_tile512.h"
 
 // AVX-512 VNNI.
 #define PX(name) avx512_vnni_##name
 #define PT "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
 #define PVNNI 1
-#include "batched_x86_tile512.h"
+#include "gemm_int8_tile512.h"
 
 const fb__pk_kernel fb__pk_avx2_q4 = {pack_q4_panel, a2_q4_tokens, 1};
 const fb__pk_kernel fb__pk_avx2_q8 = {pack_q8_panel, a2_q8_tokens, 1};

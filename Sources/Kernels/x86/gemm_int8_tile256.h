@@ -1,4 +1,4 @@
-// Template of the 256-bit micro-kernels of the packed int8 GEMMs (batched_x86.c describes the method); batched_x86.c
+// Template of the 256-bit micro-kernels of the packed int8 GEMMs (x86/gemm_int8.c describes the method); x86/gemm_int8.c
 // includes it once per instruction set with:
 //   PX(name)  the set's prefix for every function defined here
 //   PT        the target attribute string
