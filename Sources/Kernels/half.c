@@ -3,6 +3,7 @@
 // (verified exhaustively for f16 -> f32 and on random bit patterns for f32 -> f16: KernelsTests, and
 // Tests/KernelPaths/kernel_paths_test.c under qemu).
 #include "Kernels.h"
+#include "kernel_set.h"
 
 #include <string.h>
 
@@ -11,7 +12,6 @@
 #define FB_X86 1
 #endif
 
-int fb__cpu_has_f16c(void);  // matmul.c (its CPU feature probe)
 
 static inline uint32_t f32_bits(float x) {
     uint32_t u;

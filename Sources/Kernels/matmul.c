@@ -8,7 +8,6 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define FB_X86 1
-#include <cpuid.h>
 #endif
 
 typedef void (*fb_matmul_fn)(const fb_matrix *, const float *, size_t, size_t, float *, size_t,
@@ -23,10 +22,6 @@ void fb__matmul_avx512vnni(FB__MM_ARGS);
 #endif
 #if defined(__aarch64__)
 #define FB_ARM 1
-#include <sys/auxv.h>
-#ifndef HWCAP_ASIMDDP
-#define HWCAP_ASIMDDP (1 << 20)
-#endif
 void fb__matmul_neon(FB__MM_ARGS);
 void fb__matmul_neon_dotprod(FB__MM_ARGS);
 #endif
@@ -82,61 +77,6 @@ static void matmul_scalar(const fb_matrix *w, const float *x, size_t ldx, size_t
     }
 }
 
-// ---- CPU features -------------------------------------------------------------------------------------
-
-enum {
-    CPU_F16C = 1,
-    CPU_AVX2 = 2,  // with FMA and F16C
-    CPU_AVX512 = 4,  // F, BW, VL
-    CPU_AVXVNNI = 8,
-    CPU_AVX512VNNI = 16,
-    CPU_NEON = 32,
-    CPU_DOTPROD = 64,
-    CPU_INIT = 1 << 30
-};
-static atomic_int cpu_flags;  // 0 = not yet detected
-
-static int detect_cpu(void) {
-    int f = CPU_INIT;
-#ifdef FB_EMULATE_X86  // SIMDe stands in for every x86 instruction (x86/simd.h)
-    return f | CPU_F16C | CPU_AVX2 | CPU_AVX512 | CPU_AVXVNNI | CPU_AVX512VNNI;
-#endif
-#ifdef FB_X86
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
-    const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
-    if (!osxsave || !avx) return f;
-    unsigned lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    const uint64_t xcr0 = ((uint64_t)hi << 32) | lo;
-    if ((xcr0 & 0x6) != 0x6) return f;  // OS does not save YMM state
-    if (f16c) f |= CPU_F16C;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
-    const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1,
-              avx512vl = (b >> 31) & 1;
-    if (avx2 && fma && f16c) f |= CPU_AVX2;
-    if ((f & CPU_AVX2) && avx512f && avx512bw && avx512vl && (xcr0 & 0xe6) == 0xe6) f |= CPU_AVX512;
-    if ((f & CPU_AVX512) && ((c >> 11) & 1)) f |= CPU_AVX512VNNI;
-    if ((f & CPU_AVX2) && a >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1)) f |= CPU_AVXVNNI;
-#endif
-#ifdef FB_ARM
-    f |= CPU_NEON;  // Advanced SIMD (with half conversions) is part of AArch64
-    if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) f |= CPU_DOTPROD;
-#endif
-    return f;
-}
-
-static int cpu(void) {
-    int f = atomic_load_explicit(&cpu_flags, memory_order_relaxed);
-    if (!f) {  // racing first calls compute the same value
-        f = detect_cpu();
-        atomic_store_explicit(&cpu_flags, f, memory_order_relaxed);
-    }
-    return f;
-}
-
-int fb__cpu_has_f16c(void) { return (cpu() & CPU_F16C) != 0; }
-
 // ---- dispatch -------------------------------------------------------------------------------------------
 
 typedef struct {
@@ -167,7 +107,7 @@ static atomic_int current = -1;  // index into kernel_sets, -1 = not chosen yet
 static int find_set(const char *name) {
     for (int i = 0; i < N_SETS; i++)
         if (strcmp(kernel_sets[i].name, name) == 0)
-            return (cpu() & kernel_sets[i].needs) == kernel_sets[i].needs ? i : -1;
+            return (fb__cpu_features() & kernel_sets[i].needs) == kernel_sets[i].needs ? i : -1;
     return -1;
 }
 
@@ -181,7 +121,7 @@ static int current_set(void) {
     } else {
         k = 0;
         for (int i = N_SETS - 1; i > 0; i--)
-            if ((cpu() & kernel_sets[i].needs) == kernel_sets[i].needs) {
+            if ((fb__cpu_features() & kernel_sets[i].needs) == kernel_sets[i].needs) {
                 k = i;
                 break;
             }
@@ -198,7 +138,7 @@ fb__kernel_set_id fb__kernel_set(void) { return kernel_sets[current_set()].id; }
 int fb_kernels_check(const char *name) {
     if (!name) return -1;
     for (int i = 0; i < N_SETS; i++)
-        if (strcmp(kernel_sets[i].name, name) == 0) return (cpu() & kernel_sets[i].needs) == kernel_sets[i].needs;
+        if (strcmp(kernel_sets[i].name, name) == 0) return (fb__cpu_features() & kernel_sets[i].needs) == kernel_sets[i].needs;
     return -1;
 }
 
@@ -209,7 +149,7 @@ static void make_kernel_lists(void) {
     for (int runnable = 0; runnable < 2; runnable++) {
         char *s = kernel_lists[runnable];
         for (int i = 0; i < N_SETS; i++)
-            if (!runnable || (cpu() & kernel_sets[i].needs) == kernel_sets[i].needs) {
+            if (!runnable || (fb__cpu_features() & kernel_sets[i].needs) == kernel_sets[i].needs) {
                 if (s[0]) strcat(s, ",");
                 strcat(s, kernel_sets[i].name);
             }
