@@ -207,13 +207,22 @@ final class BrokenInputTests: XCTestCase {
             try edited.write(toFile: dir + "/tokenizer.json", atomically: true, encoding: .utf8)
             try assertConversionFails(dir, mentions: ["tokenizer.json", message])
         }
-        let dir = try checkpoint("tokenizer-unigram", weights: weights)
-        var tok = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/tokenizer.json"))) as! [String: Any]
-        var model = tok["model"] as! [String: Any]
-        model["type"] = "Unigram"
-        tok["model"] = model
-        try JSONSerialization.data(withJSONObject: tok).write(to: URL(fileURLWithPath: dir + "/tokenizer.json"))
-        try assertConversionFails(dir, mentions: ["tokenizer.json", "unsupported model type \"Unigram\""])
+        let edits: [(String, (inout [String: Any]) -> Void, String)] = [
+            ("unigram", { tok in
+                var model = tok["model"] as! [String: Any]
+                model["type"] = "Unigram"
+                tok["model"] = model
+            }, "unsupported model type \"Unigram\""),
+            ("nfc", { $0["normalizer"] = ["type": "NFC"] }, "unsupported normalizer \"NFC\""),
+            ("no-pre-tokenizer", { $0["pre_tokenizer"] = NSNull() }, "unsupported pre_tokenizer: null"),
+        ]
+        for (name, edit, message) in edits {
+            let dir = try checkpoint("tokenizer-\(name)", weights: weights)
+            var tok = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/tokenizer.json"))) as! [String: Any]
+            edit(&tok)
+            try JSONSerialization.data(withJSONObject: tok).write(to: URL(fileURLWithPath: dir + "/tokenizer.json"))
+            try assertConversionFails(dir, mentions: ["tokenizer.json", message])
+        }
     }
 
     func testTruncatedSafetensors() throws {
