@@ -120,32 +120,66 @@ def view_targets(scene: world.Scene) -> np.ndarray:
 
 PATCH_CENTRES = np.arange(8, IMAGE_SIZE, 16)           # 16-pixel patches of the 256x256 image
 TILE_CENTRES = np.arange(8, 128, 16)                    # and of a 128x128 tile
+MAX_OBJECTS = 4
+
+
+def side_of_centre(scene: world.Scene, s: world.Shape) -> int:
+    """0 top left, 1 top right, 2 bottom left, 3 bottom right: the shape's centre against the image centre."""
+    return 2 * (s.cy >= scene.height / 2) + (s.cx >= scene.width / 2)
+
+
+def left_to_right(scene: world.Scene) -> list:
+    return sorted(scene.shapes, key=lambda s: s.cx)
+
+
+def whole_targets(scene: world.Scene) -> np.ndarray:
+    """Training-only targets for the whole-image view's vector, the only view that knows where things are (the
+    tiles share one position table and the modulator does not know which view is which): for every (colour,
+    shape) pair, 0 if absent else 1 + side_of_centre; then for each place in the left-to-right order, 0 if empty
+    else 1 + the pair's index. They are what `where` and `describe` need read out of one pooled vector."""
+    sides = np.zeros(len(PAIRS), dtype=np.int64)
+    for s in scene.shapes:
+        sides[PAIRS.index((s.color, s.kind))] = 1 + side_of_centre(scene, s)
+    order = np.zeros(MAX_OBJECTS, dtype=np.int64)
+    for place, s in enumerate(left_to_right(scene)):
+        order[place] = 1 + PAIRS.index((s.color, s.kind))
+    return np.concatenate([sides, order])
 
 
 def patch_targets(scene: world.Scene) -> np.ndarray:
-    """Training-only dense targets: for every patch of the five views, which (colour, shape) pair covers its centre
-    (1 + index in PAIRS), or 0 for the background. They give the patch features a local, per-region signal that
-    the pooled answer loss alone provides very slowly. [256 + 4 * 64] labels: the whole image, then the tiles."""
-    labels = np.asarray(world.label_map(scene, lambda s: 1 + PAIRS.index((s.color, s.kind)))
-                        .resize((IMAGE_SIZE, IMAGE_SIZE), Image.NEAREST))
-    out = [labels[np.ix_(PATCH_CENTRES, PATCH_CENTRES)].reshape(-1)]
+    """Training-only dense targets, a per-region signal the pooled answer loss alone provides very slowly. For each
+    of the whole image's 256 patches: which pair covers its centre, with the side of the image that object's
+    centre is on (1 + 4 * pair + side, 0 for the background), and its place in the left-to-right order (1 + place,
+    0 for the background); for each of the four tiles' 64 patches, which pair (1 + pair, 0 for the background).
+    [256 + 256 + 4 * 64] labels."""
+    def sampled(label) -> np.ndarray:
+        labels = np.asarray(world.label_map(scene, label).resize((IMAGE_SIZE, IMAGE_SIZE), Image.NEAREST))
+        return labels
+    places = {id(s): i for i, s in enumerate(left_to_right(scene))}
+    pair_side = sampled(lambda s: 1 + 4 * PAIRS.index((s.color, s.kind)) + side_of_centre(scene, s))
+    place = sampled(lambda s: 1 + places[id(s)])
+    pair = sampled(lambda s: 1 + PAIRS.index((s.color, s.kind)))
+    out = [pair_side[np.ix_(PATCH_CENTRES, PATCH_CENTRES)].reshape(-1),
+           place[np.ix_(PATCH_CENTRES, PATCH_CENTRES)].reshape(-1)]
     for top, left, _ in VIEW_BOXES[1:]:
-        out.append(labels[np.ix_(top + TILE_CENTRES, left + TILE_CENTRES)].reshape(-1))
+        out.append(pair[np.ix_(top + TILE_CENTRES, left + TILE_CENTRES)].reshape(-1))
     return np.concatenate(out).astype(np.int64)
 
 
 def make_batch(rng: random.Random, encode: Encoder, images: int, per_image: int):
-    pixels, owners, seqs, families, views, patches = [], [], [], [], [], []
+    pixels, owners, seqs, families, views, wholes, patches = [], [], [], [], [], [], []
     for i in range(images):
         scene = world.sample_scene(rng)
         pixels.append(pixels_of(world.render(scene)))
         views.append(view_targets(scene))
+        wholes.append(whole_targets(scene))
         patches.append(patch_targets(scene))
         for family, q, a in world.pick_questions(scene, rng, per_image):
             owners.append(i)
             seqs.append(encode(q, a))
             families.append(family)
     return collate(pixels, owners, seqs, families) + (torch.from_numpy(np.stack(views)),
+                                                      torch.from_numpy(np.stack(wholes)),
                                                       torch.from_numpy(np.stack(patches)))
 
 
@@ -174,7 +208,7 @@ def exact_match(model, batches):
     answers greedy decoding would produce (the target ends with <|im_end|>, which stops generation)."""
     model.eval()
     right, total = {}, {}
-    for pixels, owners, inputs, targets, families, _, _ in batches:
+    for pixels, owners, inputs, targets, families, *_ in batches:
         grid = model.vision_grid(pixels)[owners]
         predicted = model(inputs, grid).argmax(-1)
         ok = ((predicted == targets) | (targets == -100)).all(dim=1)
@@ -240,7 +274,7 @@ def export(model: FireboltVL, tok: Tokenizer, out: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=8000)
     p.add_argument("--images-per-step", type=int, default=12)
     p.add_argument("--questions-per-image", type=int, default=5)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -249,7 +283,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--vocab-size", type=int, default=400)
-    p.add_argument("--view-loss", type=float, default=0.5, help="weight of the per-view auxiliary loss")
+    p.add_argument("--view-loss", type=float, default=0.5, help="weight of the per-view and whole-image auxiliary losses")
     p.add_argument("--patch-loss", type=float, default=0.5, help="weight of the per-patch auxiliary loss")
     p.add_argument("--out", type=Path, required=True, help="folder for the released-layout checkpoint")
     p.add_argument("--work", type=Path, default=Path("work"), help="folder for the resumable training state")
@@ -269,12 +303,16 @@ def main() -> None:
     print(f"tokenizer: {tok.get_vocab_size()} tokens; model: {params / 1e6:.2f} M parameters "
           f"(text {asdict(text)}, vision {asdict(vision)})", flush=True)
 
-    # Training-only: reads each view's vector to predict view_targets (the pairs present, and the object count).
-    view_head = torch.nn.Linear(vision.hidden_size, len(PAIRS) + 5)
-    # Training-only: reads each patch feature to predict patch_targets.
-    patch_head = torch.nn.Linear(vision.hidden_size, len(PAIRS) + 1)
-    named = list(model.named_parameters()) + [("view_head." + n, p) for n, p in view_head.named_parameters()] + \
-        [("patch_head." + n, p) for n, p in patch_head.named_parameters()]
+    # Training-only heads (not saved): linear read-outs of the vision tower for the auxiliary targets above.
+    pairs = len(PAIRS)
+    aux = torch.nn.ModuleDict({
+        "view": torch.nn.Linear(vision.hidden_size, pairs + 5),                        # view_targets, every view
+        "whole": torch.nn.Linear(vision.hidden_size, pairs * 5 + MAX_OBJECTS * (pairs + 1)),   # whole_targets
+        "whole_patch_side": torch.nn.Linear(vision.hidden_size, 4 * pairs + 1),       # patch_targets ...
+        "whole_patch_place": torch.nn.Linear(vision.hidden_size, MAX_OBJECTS + 1),
+        "tile_patch": torch.nn.Linear(vision.hidden_size, pairs + 1),
+    })
+    named = list(model.named_parameters()) + [("aux." + n, p) for n, p in aux.named_parameters()]
     decay = [p for n, p in named if p.dim() >= 2 and "kernel" not in n]
     rest = [p for n, p in named if not (p.dim() >= 2 and "kernel" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
@@ -286,8 +324,7 @@ def main() -> None:
     step = 0
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
-        model.load_state_dict(state["model"]); view_head.load_state_dict(state["view_head"])
-        patch_head.load_state_dict(state["patch_head"])
+        model.load_state_dict(state["model"]); aux.load_state_dict(state["aux"])
         opt.load_state_dict(state["opt"]); step = state["step"]
         random_state = state["rng"]
         print(f"resumed at step {step}", flush=True)
@@ -297,21 +334,35 @@ def main() -> None:
     rng.setstate(random_state)
     validation = validation_set(args.seed * 1000 + 99, encode, 64)
 
-    start, losses = time.time(), []
+    start, losses, side_ok, order_ok = time.time(), [], [], []
     while step < args.steps:
         for group in opt.param_groups:
             group["lr"] = args.lr * schedule(step)
-        pixels, owners, inputs, targets, _, views, patch_labels = make_batch(
+        pixels, owners, inputs, targets, _, views, wholes, patch_labels = make_batch(
             rng, encode, args.images_per_step, args.questions_per_image)
         grid, whole_patches, tile_patches = model.vision_grid(pixels, with_patches=True)
         logits = model(inputs, grid[owners])
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
-        view_logits = view_head(grid)
-        view_loss = (F.binary_cross_entropy_with_logits(view_logits[..., :len(PAIRS)], views[..., :len(PAIRS)]) +
-                     F.cross_entropy(view_logits[..., len(PAIRS):].flatten(0, 1), views[..., -1].long().flatten()))
-        patch_logits = patch_head(torch.cat([whole_patches, tile_patches.flatten(1, 2)], dim=1))
-        patch_loss = F.cross_entropy(patch_logits.flatten(0, 1), patch_labels.flatten())
-        loss = loss + args.view_loss * view_loss + args.patch_loss * patch_loss
+        view_logits = aux["view"](grid)
+        view_loss = (F.binary_cross_entropy_with_logits(view_logits[..., :pairs], views[..., :pairs]) +
+                     F.cross_entropy(view_logits[..., pairs:].flatten(0, 1), views[..., -1].long().flatten()))
+        whole_logits = aux["whole"](grid[:, 0])
+        side_logits = whole_logits[:, :pairs * 5].reshape(-1, pairs, 5)
+        order_logits = whole_logits[:, pairs * 5:].reshape(-1, MAX_OBJECTS, pairs + 1)
+        whole_loss = (F.cross_entropy(side_logits.flatten(0, 1), wholes[:, :pairs].flatten()) +
+                      F.cross_entropy(order_logits.flatten(0, 1), wholes[:, pairs:].flatten()))
+        n = whole_patches.shape[1]
+        patch_loss = (F.cross_entropy(aux["whole_patch_side"](whole_patches).flatten(0, 1),
+                                      patch_labels[:, :n].flatten()) +
+                      F.cross_entropy(aux["whole_patch_place"](whole_patches).flatten(0, 1),
+                                      patch_labels[:, n:2 * n].flatten()) +
+                      F.cross_entropy(aux["tile_patch"](tile_patches.flatten(1, 2)).flatten(0, 1),
+                                      patch_labels[:, 2 * n:].flatten()))
+        loss = loss + args.view_loss * (view_loss + whole_loss) + args.patch_loss * patch_loss
+        with torch.no_grad():   # how well the whole-image vector holds positions (printed with the loss)
+            present = wholes[:, :pairs] > 0
+            side_ok.append((side_logits.argmax(-1) == wholes[:, :pairs])[present].float().mean().item())
+            order_ok.append((order_logits.argmax(-1) == wholes[:, pairs:]).all(-1).float().mean().item())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
@@ -319,15 +370,15 @@ def main() -> None:
         step += 1
         losses.append(loss.item())
         if step % 50 == 0:
-            print(f"step {step} loss {np.mean(losses[-50:]):.4f} lr {opt.param_groups[0]['lr']:.2e} "
+            print(f"step {step} loss {np.mean(losses[-50:]):.4f} side {np.mean(side_ok[-50:]):.2f} "
+                  f"order {np.mean(order_ok[-50:]):.2f} lr {opt.param_groups[0]['lr']:.2e} "
                   f"{(time.time() - start) / 60:.1f} min", flush=True)
         if step % args.eval_every == 0 or step == args.steps:
             per_family, overall = exact_match(model, validation)
             print(f"  validation exact match {overall:.3f} " +
                   " ".join(f"{f} {v:.2f}" for f, v in sorted(per_family.items())), flush=True)
             args.work.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "view_head": view_head.state_dict(),
-                        "patch_head": patch_head.state_dict(), "opt": opt.state_dict(), "step": step,
+            torch.save({"model": model.state_dict(), "aux": aux.state_dict(), "opt": opt.state_dict(), "step": step,
                         "rng": rng.getstate()}, state_path)
             export(model.eval(), tok, args.out)
             model.train()

@@ -43,7 +43,7 @@ final class TrainedModelTests: XCTestCase {
 
     /// The demo's questions at 4 bits, about the shipped example image (a yellow circle, a blue triangle and a yellow
     /// triangle; training/shapes_world.py image --seed 16 prints every question's answer). "What is in the picture?"
-    /// is left out: the model lists three objects right only 40% of the time (README).
+    /// is left out: the model lists all objects in the right order only about half of the time (README).
     func testDemoQuestionsAreAnsweredAtFourBits() throws {
         let image = Fixtures.repositoryRoot.appendingPathComponent("assets/example.png").path
         for (question, answer) in [("How many shapes are there?", "three"), ("What color is the circle?", "yellow"),
@@ -72,22 +72,22 @@ final class TrainedModelTests: XCTestCase {
     }
 
     /// Held-out accuracy at every precision (653 questions, about 20 s per precision in a debug build). Measured
-    /// (README): float32 75.5% overall; count, color, shape and exists 95-100%, describe 39%, where at chance (26%).
+    /// (README): float32 77.9% overall; count, color, shape and exists 95-100%, describe 48%, where at chance (26%).
     /// The floors below are those figures less a margin for other kernel sets' rounding; they guard against
     /// regressions and are not the targets (90% overall, 75% per family), which this model does not reach yet.
-    /// int8 and int4 are held to within 1 and 3 points of float32 (measured here: 0.0 and 1.1; the "where" answers
-    /// are guesses, so rounding moves them more than the others).
+    /// int8 and int4 are held to within 1 and 2.5 points of float32 (measured here: 0.3 and 0.9; the "where" and
+    /// "describe" answers are the least certain, so rounding moves them more than the others).
     func testHeldOutAccuracyAtEveryPrecision() throws {
         let questions = try EvalSet.load(path: try questionFile)
         XCTAssertGreaterThanOrEqual(questions.count, 600)
         let (f32, answers32) = try score(bits: 32, questions: questions)
         print(String(format: "[shapes] float32 held-out accuracy %.4f", f32.overall.accuracy))
-        XCTAssertGreaterThanOrEqual(f32.overall.accuracy, 0.735)
+        XCTAssertGreaterThanOrEqual(f32.overall.accuracy, 0.76)
         for family in ["count", "color", "shape", "exists"] {
-            XCTAssertGreaterThanOrEqual(f32.families[family]?.accuracy ?? 0, 0.90, "float32 accuracy of the '\(family)' questions")
+            XCTAssertGreaterThanOrEqual(f32.families[family]?.accuracy ?? 0, 0.92, "float32 accuracy of the '\(family)' questions")
         }
-        XCTAssertGreaterThanOrEqual(f32.families["describe"]?.accuracy ?? 0, 0.33, "float32 accuracy of the 'describe' questions")
-        for (bits, allowed) in [(8, 0.01), (4, 0.03)] {
+        XCTAssertGreaterThanOrEqual(f32.families["describe"]?.accuracy ?? 0, 0.42, "float32 accuracy of the 'describe' questions")
+        for (bits, allowed) in [(8, 0.01), (4, 0.025)] {
             let (q, answers) = try score(bits: bits, questions: questions)
             let agreement = Double(zip(answers, answers32).filter { $0 == $1 }.count) / Double(questions.count)
             print(String(format: "[shapes] %d-bit held-out accuracy %.4f, agreement with float32 %.4f", bits,
