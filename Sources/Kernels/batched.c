@@ -23,6 +23,35 @@ int fb__cpu_has_avx2(void) {
 
 int fb__cpu_has_dotprod(void) { return fb__kernel_set() == FB__SET_NEON_DOTPROD; }
 
+// ---- the batched products of each kernel set ----------------------------------------------------------------
+
+typedef void (*quantize_act_fn)(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
+
+// What each kernel set uses for the batched products, chosen once (fb__kernel_set()): the activation quantizer and
+// the packed int8 GEMM tiles of the int8 route (NULL: none, the scalar int8 reference runs), and whether it has an f32
+// GEMM of its own (simd_sgemm).
+typedef struct {
+    quantize_act_fn quantize_act;
+    const fb__pk_kernel *q4, *q8;
+    int has_sgemm;
+} batched_set;
+
+static const batched_set batched_sets[] = {
+    [FB__SET_SCALAR] = {fb__quantize_act_scalar, NULL, NULL, 0},
+#if defined(__x86_64__) || defined(_M_X64)
+    [FB__SET_AVX2] = {fb__quantize_act_avx2, &fb__pk_avx2_q4, &fb__pk_avx2_q8, 1},
+    [FB__SET_AVX2_VNNI] = {fb__quantize_act_avx2, &fb__pk_avx_vnni_q4, &fb__pk_avx_vnni_q8, 1},
+    [FB__SET_AVX512] = {fb__quantize_act_avx2, &fb__pk_avx512_q4, &fb__pk_avx512_q8, 1},
+    [FB__SET_AVX512_VNNI] = {fb__quantize_act_avx2, &fb__pk_avx512_vnni_q4, &fb__pk_avx512_vnni_q8, 1},
+#endif
+#if defined(__aarch64__)
+    [FB__SET_NEON] = {fb__quantize_act_neon, &fb__pk_neon_q4, &fb__pk_neon_q8, 1},
+    [FB__SET_NEON_DOTPROD] = {fb__quantize_act_neon, &fb__pk_dotprod_q4, &fb__pk_dotprod_q8, 1},
+#endif
+};
+
+static const batched_set *active_set(void) { return &batched_sets[fb__kernel_set()]; }
+
 // GEMM blocking: NC rows x KC columns of f32 packed at a time (128 KiB, half the L2 of the CPUs this was tuned
 // on); FB_GEMM_NC / FB_GEMM_KC override, for tuning.
 static size_t gemm_nc = 128, gemm_kc = 256;
@@ -86,8 +115,8 @@ static void scale_c(float *c, size_t ldc, size_t m, size_t n, float f) {
 // c (+)= A B on the kernel path's GEMM (AVX2 or NEON); 0 where there is none (the scalar path, other CPUs).
 static int simd_sgemm(int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
                       float *c, size_t ldc, int accumulate) {
+    if (!active_set()->has_sgemm) return 0;
 #if defined(__x86_64__) || defined(_M_X64)
-    if (!fb__cpu_has_avx2()) return 0;
     // c[i][j] = sum_k a[i][k] B(k, j): "tokens" are the rows of a, "weight rows" the columns of c.
     const fb_source src = {.type = FB_F32, .rows = n, .cols = k, .stride = ldb, .transposed = !trans_b, .f32 = b};
     const size_t nc = gemm_nc, kc = gemm_kc;
@@ -96,7 +125,6 @@ static int simd_sgemm(int trans_b, size_t m, size_t n, size_t k, const float *a,
         fb__gemm_block_avx2(&src, a, lda, m, c, ldc, r, n - r < nc ? n : r + nc, kc, pack, accumulate);
     return 1;
 #elif defined(__aarch64__)
-    if (fb__kernel_set() == FB__SET_SCALAR) return 0;
     fb__sgemm_neon(trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate, thread_pack_buffer(fb__sgemm_pack_floats()));
     return 1;
 #else
@@ -280,22 +308,7 @@ int fb_batched_select(const char *name) {
 // AArch64: with the dot product or plain NEON), or NULL (the scalar path).
 static const fb__pk_kernel *packed_kernel(const fb_matrix *w) {
     if (w->type != FB_Q4 && w->type != FB_Q8) return NULL;
-    const int q8 = w->type == FB_Q8;
-#if defined(__x86_64__) || defined(_M_X64)
-    if (fb__cpu_has_avx2()) {
-        switch (fb__kernel_set()) {
-            case FB__SET_AVX512_VNNI: return q8 ? &fb__pk_avx512_vnni_q8 : &fb__pk_avx512_vnni_q4;
-            case FB__SET_AVX512: return q8 ? &fb__pk_avx512_q8 : &fb__pk_avx512_q4;
-            case FB__SET_AVX2_VNNI: return q8 ? &fb__pk_avx_vnni_q8 : &fb__pk_avx_vnni_q4;
-            default: return q8 ? &fb__pk_avx2_q8 : &fb__pk_avx2_q4;
-        }
-    }
-#elif defined(__aarch64__)
-    if (fb__cpu_has_dotprod()) return q8 ? &fb__pk_dotprod_q8 : &fb__pk_dotprod_q4;
-    if (fb__kernel_set() == FB__SET_NEON) return q8 ? &fb__pk_neon_q8 : &fb__pk_neon_q4;
-#endif
-    (void)q8;
-    return NULL;
+    return w->type == FB_Q8 ? active_set()->q8 : active_set()->q4;
 }
 
 static int route_for(const fb_matrix *w, size_t n) {
@@ -362,18 +375,7 @@ static void quantize_chunk(void *p, int c, int chunks) {
     job *j = p;
     size_t b, e;
     split(j->n, 1, c, chunks, &b, &e);
-#if defined(__x86_64__) || defined(_M_X64)
-    if (fb__cpu_has_avx2()) {
-        fb__quantize_act_avx2(j->x, j->ldx, b, e, &j->act);
-        return;
-    }
-#elif defined(__aarch64__)
-    if (fb__kernel_set() != FB__SET_SCALAR) {
-        fb__quantize_act_neon(j->x, j->ldx, b, e, &j->act);
-        return;
-    }
-#endif
-    fb__quantize_act_scalar(j->x, j->ldx, b, e, &j->act);
+    active_set()->quantize_act(j->x, j->ldx, b, e, &j->act);
 }
 
 static void int8_chunk(void *p, int c, int chunks) {

@@ -206,7 +206,7 @@ public enum ImageDecoder {
         var orientation: Int? = nil
         var filtered: [UInt8]? = nil
         var offset = 8
-        while offset + 12 <= bytes.count {
+        while offset + 8 <= bytes.count {  // a chunk's length and type: enough to check its claim (CRC may be cut)
             let length = be32(bytes, offset)
             let end = offset + 12 + length
             let type = String(decoding: bytes[offset + 4..<offset + 8], as: UTF8.self)
@@ -214,7 +214,7 @@ public enum ImageDecoder {
                 // libpng reports cut image data itself, but it allocates any other chunk's claimed length first
                 // (a 141-byte file claiming a 2 GB text chunk cost 2 GB): refuse those here.
                 if type == "IDAT" { break }
-                throw FireboltError("truncated PNG image: the \(type.debugDescription) chunk at byte \(offset) claims \(length) bytes; the file has \(bytes.count - offset - 12) left", file: name)
+                throw FireboltError("truncated PNG image: the \(type.debugDescription) chunk at byte \(offset) claims \(length) bytes; the file has \(bytes.count - offset - 8) after its type", file: name)
             }
             if type == "eXIf" && orientation == nil {
                 orientation = exifOrientation(tiff: bytes[offset + 8..<offset + 8 + length])
