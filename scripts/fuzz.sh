@@ -8,6 +8,8 @@
 # corpus grows in .build-fuzz/corpus. A crash, a leak, an input that takes over 10 s or an allocation over 1 GB
 # fails the run and leaves the input in .build-fuzz/artifacts: fix it, put the input in
 # Tests/Fixtures/fuzz/regressions/TARGET/, and the test suite replays it from then on (FuzzCorpusTests).
+# The mutation sequence is fixed (-seed, FBFUZZ_SEED to change it), so a run from an empty corpus repeats what CI
+# does; a longer run here covers CI's 60 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 all="fbm safetensors config tokenizer npy image"
@@ -50,7 +52,7 @@ for t in $targets; do
     mkdir -p ".build-fuzz/corpus/$t"
     echo "fuzzing $t for $seconds s"
     if ! FBFUZZ_TARGET=$t FBFUZZ_CHECKPOINT=$tiny TMPDIR=$work \
-        "$fuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+        "$fuzzer" -seed="${FBFUZZ_SEED:-1}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
         -artifact_prefix=".build-fuzz/artifacts/$t-" -print_final_stats=1 "${max_len[@]}" \
         ".build-fuzz/corpus/$t" "${seeds[@]}" > ".build-fuzz/$t.log" 2>&1; then
         echo "scripts/fuzz.sh: $t FAILED (log: .build-fuzz/$t.log; input: .build-fuzz/artifacts/$t-*)" >&2
