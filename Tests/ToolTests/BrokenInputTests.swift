@@ -393,21 +393,11 @@ final class BrokenInputTests: XCTestCase {
 
     /// Rewrites the header (keeping its checksum valid) so that only the table's own checks can catch the lie.
     func withEditedHeader(_ edit: (inout FBMHeader) -> Void) throws -> Data {
-        var bytes = try validModel()
-        let (prefix, header) = try bytes.withUnsafeBytes { raw -> (FBMPrefix, FBMHeader) in
-            let p = try FBMPrefix(bytes: raw, fileSize: UInt64(raw.count))
-            let json = Data(raw[64 ..< 64 + Int(p.headerSize)])
-            return (p, try JSONDecoder().decode(FBMHeader.self, from: json))
+        try withEditedHeaderText { text in
+            var header = try JSONDecoder().decode(FBMHeader.self, from: Data(text.utf8))
+            edit(&header)
+            return String(decoding: try header.encoded(), as: UTF8.self)
         }
-        var edited = header
-        edit(&edited)
-        let json = try edited.encoded()
-        XCTAssertLessThanOrEqual(UInt64(64 + json.count), prefix.dataOffset)
-        let sum = json.withUnsafeBytes { fb_xxh64($0.baseAddress, $0.count, 0) }
-        let newPrefix = FBMPrefix(headerSize: UInt64(json.count), headerXXH64: sum, dataOffset: prefix.dataOffset, dataSize: prefix.dataSize)
-        bytes.replaceSubrange(0..<64, with: newPrefix.encoded())
-        bytes.replaceSubrange(64 ..< 64 + json.count, with: json)
-        return bytes
     }
 
     /// A header with a valid checksum but numbers the runtime cannot run (negative CMM heads, image sizes of 0 or
@@ -435,13 +425,15 @@ final class BrokenInputTests: XCTestCase {
         }
     }
 
-    /// The header's JSON text edited (checksum recomputed): numbers of the wrong sign or kind for their field.
-    func withEditedHeaderText(_ edit: (String) -> String) throws -> Data {
+    /// The header's JSON text edited, prefix and checksum rewritten to match (so the checksum cannot catch it):
+    /// what `withEditedHeader` does through the decoded header, and what numbers of the wrong sign or kind need.
+    func withEditedHeaderText(_ edit: (String) throws -> String) throws -> Data {
         var bytes = try validModel()
         let prefix = try bytes.withUnsafeBytes { try FBMPrefix(bytes: $0, fileSize: UInt64($0.count)) }
         let text = String(decoding: bytes[64 ..< 64 + Int(prefix.headerSize)], as: UTF8.self)
-        let json = Data(edit(text).utf8)
+        let json = Data(try edit(text).utf8)
         XCTAssertNotEqual(String(decoding: json, as: UTF8.self), text, "the edit changed nothing")
+        XCTAssertLessThanOrEqual(UInt64(64 + json.count), prefix.dataOffset)
         let sum = json.withUnsafeBytes { fb_xxh64($0.baseAddress, $0.count, 0) }
         let newPrefix = FBMPrefix(headerSize: UInt64(json.count), headerXXH64: sum, dataOffset: prefix.dataOffset, dataSize: prefix.dataSize)
         bytes.replaceSubrange(0..<64, with: newPrefix.encoded())
