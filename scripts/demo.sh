@@ -26,6 +26,7 @@ How many shapes are there?|three
 What color is the circle?|yellow
 What shape is the blue one?|triangle
 Is there a yellow triangle?|yes
+Where is the yellow circle?|bottom left
 What is in the picture?|a yellow circle, a blue triangle and a yellow triangle
 EOF2
 "$bin/fbrun" --model "$work/firebolt-shapes-q4.fbm" --image assets/example.png --prompt "What is in the picture?" \

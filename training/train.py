@@ -285,6 +285,8 @@ def main() -> None:
     p.add_argument("--vocab-size", type=int, default=400)
     p.add_argument("--view-loss", type=float, default=0.5, help="weight of the per-view and whole-image auxiliary losses")
     p.add_argument("--patch-loss", type=float, default=0.5, help="weight of the per-patch auxiliary loss")
+    p.add_argument("--background-weight", type=float, default=0.1,
+                   help="weight of the background class in the whole image's per-patch losses")
     p.add_argument("--out", type=Path, required=True, help="folder for the released-layout checkpoint")
     p.add_argument("--work", type=Path, default=Path("work"), help="folder for the resumable training state")
     args = p.parse_args()
@@ -334,6 +336,10 @@ def main() -> None:
     rng.setstate(random_state)
     validation = validation_set(args.seed * 1000 + 99, encode, 64)
 
+    # Most of the whole image's patches are background: weigh that class down so the objects' patches, the ones
+    # that carry where things are, drive the per-patch position losses.
+    side_weights = torch.ones(4 * pairs + 1); side_weights[0] = args.background_weight
+    place_weights = torch.ones(MAX_OBJECTS + 1); place_weights[0] = args.background_weight
     start, losses, side_ok, order_ok = time.time(), [], [], []
     while step < args.steps:
         for group in opt.param_groups:
@@ -353,9 +359,9 @@ def main() -> None:
                       F.cross_entropy(order_logits.flatten(0, 1), wholes[:, pairs:].flatten()))
         n = whole_patches.shape[1]
         patch_loss = (F.cross_entropy(aux["whole_patch_side"](whole_patches).flatten(0, 1),
-                                      patch_labels[:, :n].flatten()) +
+                                      patch_labels[:, :n].flatten(), weight=side_weights) +
                       F.cross_entropy(aux["whole_patch_place"](whole_patches).flatten(0, 1),
-                                      patch_labels[:, n:2 * n].flatten()) +
+                                      patch_labels[:, n:2 * n].flatten(), weight=place_weights) +
                       F.cross_entropy(aux["tile_patch"](tile_patches.flatten(1, 2)).flatten(0, 1),
                                       patch_labels[:, 2 * n:].flatten()))
         loss = loss + args.view_loss * (view_loss + whole_loss) + args.patch_loss * patch_loss

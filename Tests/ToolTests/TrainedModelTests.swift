@@ -42,13 +42,15 @@ final class TrainedModelTests: XCTestCase {
     }
 
     /// The demo's questions at 4 bits, about the shipped example image (a yellow circle, a blue triangle and a yellow
-    /// triangle; training/shapes_world.py image --seed 16 prints every question's answer). "What is in the picture?"
-    /// is left out: the model lists all objects in the right order only about half of the time (README).
+    /// triangle; training/shapes_world.py image --seed 16 prints every question's answer), including a "where" and
+    /// the "describe" question, the two families this model gets right only 48% and 68% of the time (README): the
+    /// demo shows them, so a kernel change that flips them must be seen.
     func testDemoQuestionsAreAnsweredAtFourBits() throws {
         let image = Fixtures.repositoryRoot.appendingPathComponent("assets/example.png").path
         for (question, answer) in [("How many shapes are there?", "three"), ("What color is the circle?", "yellow"),
                                    ("What shape is the blue one?", "triangle"), ("Is there a yellow triangle?", "yes"),
-                                   ("Is there a red square?", "no")] {
+                                   ("Is there a red square?", "no"), ("Where is the yellow circle?", "bottom left"),
+                                   ("What is in the picture?", "a yellow circle, a blue triangle and a yellow triangle")] {
             let r = try Tools.run("fbrun", ["--model", try model(bits: 4), "--image", image, "--prompt", question,
                                             "--temperature", "0"])
             XCTAssertEqual(r.status, 0, r.stderr)
@@ -72,21 +74,22 @@ final class TrainedModelTests: XCTestCase {
     }
 
     /// Held-out accuracy at every precision (653 questions, about 20 s per precision in a debug build). Measured
-    /// (README): float32 77.9% overall; count, color, shape and exists 95-100%, describe 48%, where at chance (26%).
+    /// (README): float32 84.1% overall; count, color, shape and exists 96-99%, describe 68%, where 48% (chance 25%).
     /// The floors below are those figures less a margin for other kernel sets' rounding; they guard against
     /// regressions and are not the targets (90% overall, 75% per family), which this model does not reach yet.
-    /// int8 and int4 are held to within 1 and 2.5 points of float32 (measured here: 0.3 and 0.9; the "where" and
+    /// int8 and int4 are held to within 1 and 2.5 points of float32 (measured here: 0.0 and 0.2; the "where" and
     /// "describe" answers are the least certain, so rounding moves them more than the others).
     func testHeldOutAccuracyAtEveryPrecision() throws {
         let questions = try EvalSet.load(path: try questionFile)
         XCTAssertGreaterThanOrEqual(questions.count, 600)
         let (f32, answers32) = try score(bits: 32, questions: questions)
         print(String(format: "[shapes] float32 held-out accuracy %.4f", f32.overall.accuracy))
-        XCTAssertGreaterThanOrEqual(f32.overall.accuracy, 0.76)
+        XCTAssertGreaterThanOrEqual(f32.overall.accuracy, 0.82)
         for family in ["count", "color", "shape", "exists"] {
             XCTAssertGreaterThanOrEqual(f32.families[family]?.accuracy ?? 0, 0.92, "float32 accuracy of the '\(family)' questions")
         }
-        XCTAssertGreaterThanOrEqual(f32.families["describe"]?.accuracy ?? 0, 0.42, "float32 accuracy of the 'describe' questions")
+        XCTAssertGreaterThanOrEqual(f32.families["describe"]?.accuracy ?? 0, 0.62, "float32 accuracy of the 'describe' questions")
+        XCTAssertGreaterThanOrEqual(f32.families["where"]?.accuracy ?? 0, 0.42, "float32 accuracy of the 'where' questions")
         for (bits, allowed) in [(8, 0.01), (4, 0.025)] {
             let (q, answers) = try score(bits: bits, questions: questions)
             let agreement = Double(zip(answers, answers32).filter { $0 == $1 }.count) / Double(questions.count)
