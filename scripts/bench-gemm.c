@@ -38,13 +38,14 @@ int main(int argc, char **argv) {
         char type[8];
         size_t rows, cols;
         if (sscanf(shapes[s], "%7[a-z0-9]:%zux%zu", type, &rows, &cols) != 3) { fprintf(stderr, "bad shape %s\n", shapes[s]); return 2; }
-        const fb_dtype t = !strcmp(type, "q4") ? FB_Q4 : !strcmp(type, "q8") ? FB_Q8 : !strcmp(type, "f16") ? FB_F16 : FB_F32;
+        const fb_dtype t = !strcmp(type, "q4nl") ? FB_Q4NL : !strcmp(type, "q4") ? FB_Q4 : !strcmp(type, "q8") ? FB_Q8 : !strcmp(type, "f16") ? FB_F16 : FB_F32;
         float *w = malloc(rows * cols * 4), *x = malloc(n * cols * 4), *y = malloc(n * rows * 4);
         for (size_t k = 0; k < rows * cols; k++) w[k] = gauss() * 0.05f;
         for (size_t k = 0; k < n * cols; k++) x[k] = gauss();
         void *q = aligned_alloc(64, (fb_quant_bytes(t, rows, cols) + 63) / 64 * 64);
         uint16_t *sc = aligned_alloc(64, (fb_scale_bytes(t, rows, cols) + 64) / 64 * 64);
         if (t == FB_Q4) fb_quantize_q4(w, cols, 0, rows, q, sc);
+        else if (t == FB_Q4NL) fb_quantize_q4nl(w, cols, 0, rows, q, sc);
         else if (t == FB_Q8) fb_quantize_q8(w, cols, 0, rows, q, sc);
         else if (t == FB_F16) fb_f32_to_f16_array(w, q, rows * cols);
         else memcpy(q, w, rows * cols * 4);

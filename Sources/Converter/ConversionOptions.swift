@@ -7,8 +7,10 @@ import Glibc
 #endif
 
 public struct ConversionOptions {
-    /// 4, 8, 16 or 32: the storage of weight matrices (q4, q8, f16, f32).
+    /// 4, 8, 16 or 32: the storage of weight matrices (q4nl or q4, q8, f16, f32).
     public var bits = 4
+    /// The 4-bit grid: non-uniform (q4nl, the default: less error for the same bytes) or uniform (q4).
+    public var uniformGrid = false
     /// The vision tower's matrices; nil = same as `bits`.
     public var visionBits: Int? = nil
     public var groupSize = Int(FB_GROUP)
@@ -41,7 +43,7 @@ public struct ConversionOptions {
         }
         if kept || b >= 16 { return b >= 32 ? .f32 : .f16 }
         guard t.shape[1] % Int(FB_GROUP) == 0 else { return .f16 }  // not divisible into groups: the safe fallback
-        return b == 8 ? .q8 : .q4
+        return b == 8 ? .q8 : uniformGrid ? .q4 : .q4nl
     }
 }
 

@@ -196,7 +196,7 @@ public enum FBMConverter {
             fb_f16_to_f32_array(halves, back.pointer, count)
             (e.sumSquaredError, e.sumSquares) = errorSums(values.pointer, back.pointer, count)
             return e
-        case .q8, .q4:
+        case .q8, .q4, .q4nl:
             let rows = shape[0], cols = shape[1]
             let quantBytes = fb_quant_bytes(type.kernelType, rows, cols)
             let total = quantBytes + fb_scale_bytes(type.kernelType, rows, cols)
@@ -204,10 +204,10 @@ public enum FBMConverter {
             let quants = out.pointer
             let scales = (out.pointer + quantBytes).assumingMemoryBound(to: UInt16.self)
             let sums = pool.map(count: rows) { begin, end -> (Double, Double) in
-                if type == .q8 {
-                    fb_quantize_q8(values.pointer, cols, begin, end, quants.assumingMemoryBound(to: Int8.self), scales)
-                } else {
-                    fb_quantize_q4(values.pointer, cols, begin, end, quants.assumingMemoryBound(to: UInt8.self), scales)
+                switch type {
+                case .q8: fb_quantize_q8(values.pointer, cols, begin, end, quants.assumingMemoryBound(to: Int8.self), scales)
+                case .q4nl: fb_quantize_q4nl(values.pointer, cols, begin, end, quants.assumingMemoryBound(to: UInt8.self), scales)
+                default: fb_quantize_q4(values.pointer, cols, begin, end, quants.assumingMemoryBound(to: UInt8.self), scales)
                 }
                 var m = fb_matrix(type: type.kernelType, rows: rows, cols: cols, data: UnsafeRawPointer(quants), scales: scales)
                 let row = UnsafeMutablePointer<Float>.allocate(capacity: cols)

@@ -32,21 +32,21 @@ typedef void (*quantize_act_fn)(const float *x, size_t ldx, size_t t0, size_t t1
 // GEMM of its own (simd_sgemm).
 typedef struct {
     quantize_act_fn quantize_act;
-    const fb__pk_kernel *q4, *q8;
+    const fb__pk_kernel *q4, *q8, *q4nl;
     int has_sgemm;
 } batched_set;
 
 static const batched_set batched_sets[] = {
-    [FB__SET_SCALAR] = {fb__quantize_act_scalar, NULL, NULL, 0},
+    [FB__SET_SCALAR] = {fb__quantize_act_scalar, NULL, NULL, NULL, 0},
 #if defined(__x86_64__) || defined(_M_X64)
-    [FB__SET_AVX2] = {fb__quantize_act_avx2, &fb__pk_avx2_q4, &fb__pk_avx2_q8, 1},
-    [FB__SET_AVX2_VNNI] = {fb__quantize_act_avx2, &fb__pk_avx_vnni_q4, &fb__pk_avx_vnni_q8, 1},
-    [FB__SET_AVX512] = {fb__quantize_act_avx2, &fb__pk_avx512_q4, &fb__pk_avx512_q8, 1},
-    [FB__SET_AVX512_VNNI] = {fb__quantize_act_avx2, &fb__pk_avx512_vnni_q4, &fb__pk_avx512_vnni_q8, 1},
+    [FB__SET_AVX2] = {fb__quantize_act_avx2, &fb__pk_avx2_q4, &fb__pk_avx2_q8, &fb__pk_avx2_q4nl, 1},
+    [FB__SET_AVX2_VNNI] = {fb__quantize_act_avx2, &fb__pk_avx_vnni_q4, &fb__pk_avx_vnni_q8, &fb__pk_avx_vnni_q4nl, 1},
+    [FB__SET_AVX512] = {fb__quantize_act_avx2, &fb__pk_avx512_q4, &fb__pk_avx512_q8, &fb__pk_avx512_q4nl, 1},
+    [FB__SET_AVX512_VNNI] = {fb__quantize_act_avx2, &fb__pk_avx512_vnni_q4, &fb__pk_avx512_vnni_q8, &fb__pk_avx512_vnni_q4nl, 1},
 #endif
 #if defined(__aarch64__)
-    [FB__SET_NEON] = {fb__quantize_act_neon, &fb__pk_neon_q4, &fb__pk_neon_q8, 1},
-    [FB__SET_NEON_DOTPROD] = {fb__quantize_act_neon, &fb__pk_dotprod_q4, &fb__pk_dotprod_q8, 1},
+    [FB__SET_NEON] = {fb__quantize_act_neon, &fb__pk_neon_q4, &fb__pk_neon_q8, &fb__pk_neon_q4nl, 1},
+    [FB__SET_NEON_DOTPROD] = {fb__quantize_act_neon, &fb__pk_dotprod_q4, &fb__pk_dotprod_q8, &fb__pk_dotprod_q4nl, 1},
 #endif
 };
 
@@ -196,6 +196,10 @@ void fb__gemm_i8_scalar(const fb_matrix *w, const fb__qact *a, float *y, size_t 
                     const uint8_t *b = (const uint8_t *)w->data + r * cols / 2 + g * 16;
                     for (int i = 0; i < 16; i++)
                         dot += ((int)(b[i] & 15) - 8) * xq[g * 32 + i] + ((int)(b[i] >> 4) - 8) * xq[g * 32 + 16 + i];
+                } else if (w->type == FB_Q4NL) {
+                    const uint8_t *b = (const uint8_t *)w->data + r * cols / 2 + g * 16;
+                    for (int i = 0; i < 16; i++)
+                        dot += fb_q4nl_levels[b[i] & 15] * xq[g * 32 + i] + fb_q4nl_levels[b[i] >> 4] * xq[g * 32 + 16 + i];
                 } else {
                     const int8_t *q = (const int8_t *)w->data + r * cols + g * 32;
                     for (int i = 0; i < 32; i++) dot += q[i] * xq[g * 32 + i];
@@ -307,14 +311,18 @@ int fb_batched_select(const char *name) {
 // The packed int8 kernel for q4/q8 weights on the selected kernel path (x86: one per kernel set from AVX2 up;
 // AArch64: with the dot product or plain NEON), or NULL (the scalar path).
 static const fb__pk_kernel *packed_kernel(const fb_matrix *w) {
-    if (w->type != FB_Q4 && w->type != FB_Q8) return NULL;
-    return w->type == FB_Q8 ? active_set()->q8 : active_set()->q4;
+    switch (w->type) {
+    case FB_Q4: return active_set()->q4;
+    case FB_Q8: return active_set()->q8;
+    case FB_Q4NL: return active_set()->q4nl;
+    default: return NULL;
+    }
 }
 
 static int route_for(const fb_matrix *w, size_t n) {
     const int sel = current_selection();
     if (sel == SEL_OFF || n < MIN_TOKENS) return ROUTE_MATMUL;
-    const int quant = w->type == FB_Q4 || w->type == FB_Q8;
+    const int quant = w->type == FB_Q4 || w->type == FB_Q8 || w->type == FB_Q4NL;
     // q4 and q8 take a packed int8 kernel where there is one (on Zen 3, AVX2 without VNNI: q4 2-2.5x, q8 ~1.45x the
     // f32 GEMM; scripts/bench-gemm.sh); int8 asked for without one runs the scalar int8 reference.
     if (quant && (sel == SEL_INT8 || (sel == SEL_AUTO && packed_kernel(w)))) return ROUTE_INT8;

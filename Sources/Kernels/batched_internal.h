@@ -20,7 +20,7 @@ typedef struct {
 
 // The right-hand matrix of a batched product, as the GEMM packs it: element (r, c) for r < rows, c < cols is
 //   type f32/f16, !transposed: data[r * stride + c];  transposed (f32 only): data[c * stride + r];
-//   q8/q4: as in fb_matrix (stride = cols, scales per group of 32).
+//   q8/q4/q4nl: as in fb_matrix (stride = cols, scales per group of 32).
 typedef struct {
     fb_dtype type;
     size_t rows, cols, stride;
@@ -41,7 +41,8 @@ void fb__gemm_i8_scalar(const fb_matrix *w, const fb__qact *a, float *y, size_t 
 
 // The packed int8 GEMMs for q4 and q8 (x86/gemm_int8.c for AVX2 and VNNI, arm/gemm_int8.c for the dot product): rows are packed
 // FB__PK_ROWS at a time; per group g and step s (0..7), 64 bytes hold weights 4s..4s+3 of the group for the 16 rows,
-// one byte each (q4: the nibbles 0..15; q8: the stored int8, or for VNNI that + 128 as unsigned), row-major within each 4-byte lane: panel[g][s][row][4];
+// one byte each (q4: the nibbles 0..15; q8: the stored int8, or for VNNI that + 128 as unsigned; q4nl: on x86 its
+// level + 64 (0..127), on ARM its signed level), row-major within each 4-byte lane: panel[g][s][row][4];
 // after all panels of a block, the rows' f16 scales as f32: scales[panel][g][row]. fb__i8_packed (batched.c) packs
 // rows [r0, r1) into `pack` (fb__i8_pack_bytes(r1 - r0, cols) bytes, 64-byte aligned) with the kernel's
 // `pack_panel`, then walks the tokens FB__PK_STEP at a time, handing each panel to its `tokens`, which writes
@@ -67,7 +68,8 @@ void fb__i8_packed(const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, 
 #if defined(__x86_64__) || defined(_M_X64)
 void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
 extern const fb__pk_kernel fb__pk_avx2_q4, fb__pk_avx2_q8, fb__pk_avx_vnni_q4, fb__pk_avx_vnni_q8, fb__pk_avx512_q4,
-    fb__pk_avx512_q8, fb__pk_avx512_vnni_q4, fb__pk_avx512_vnni_q8;
+    fb__pk_avx512_q8, fb__pk_avx512_vnni_q4, fb__pk_avx512_vnni_q8, fb__pk_avx2_q4nl, fb__pk_avx_vnni_q4nl,
+    fb__pk_avx512_q4nl, fb__pk_avx512_vnni_q4nl;
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -86,7 +88,8 @@ void fb__sgemm_neon(int trans_b, size_t m, size_t n, size_t k, const float *a, s
                     float *c, size_t ldc, int accumulate, float *pack);
 // The activations for the int8 route, and the packed kernels with the dot product and without (arm/gemm_int8.c).
 void fb__quantize_act_neon(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
-extern const fb__pk_kernel fb__pk_dotprod_q4, fb__pk_dotprod_q8, fb__pk_neon_q4, fb__pk_neon_q8;
+extern const fb__pk_kernel fb__pk_dotprod_q4, fb__pk_dotprod_q8, fb__pk_neon_q4, fb__pk_neon_q8, fb__pk_dotprod_q4nl,
+    fb__pk_neon_q4nl;
 #endif
 
 int fb__cpu_has_avx2(void);

@@ -71,6 +71,20 @@ static void matmul_scalar(const fb_matrix *w, const float *x, size_t ldx, size_t
                 }
                 break;
             }
+            case FB_Q4NL: {
+                const uint8_t *wr = (const uint8_t *)w->data + r * cols / 2;
+                for (size_t g = 0; g < ng; g++) {
+                    const uint8_t *b = wr + g * FB_GROUP / 2;
+                    const float *xg = xt + g * FB_GROUP;
+                    float acc = 0.0f;
+                    for (int i = 0; i < FB_GROUP / 2; i++) {
+                        acc += (float)fb_q4nl_levels[b[i] & 15] * xg[i];
+                        acc += (float)fb_q4nl_levels[b[i] >> 4] * xg[i + 16];
+                    }
+                    sum += acc * fb_f16_to_f32(w->scales[r * ng + g]);
+                }
+                break;
+            }
             }
             y[t * ldy + r] = sum;
         }

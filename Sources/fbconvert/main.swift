@@ -10,12 +10,13 @@ import Glibc
 
 let convertSpec = CommandSpec(
     name: "fbconvert",
-    usage: "fbconvert [--bits 4|8|16|32] [--vision-bits B] [--group-size 32] [--compress zstd|none] [--keep PATTERN]... [-o OUT.fbm] INPUT\n" +
+    usage: "fbconvert [--bits 4|8|16|32] [--vision-bits B] [--grid nl|uniform] [--group-size 32] [--compress zstd|none] [--keep PATTERN]... [-o OUT.fbm] INPUT\n" +
         "       fbconvert inspect FILE.fbm\n       fbconvert synth --preset NAME -o DIR",
     summary: "Converts a checkpoint (a .safetensors file, a sharded model.safetensors.index.json, or a folder holding them with\n" +
         "config.json and tokenizer.json) into one self-contained .fbm model file.",
     options: [
-        .value("bits", "B", "weight-matrix precision: 4 (q4), 8 (q8), 16 (f16) or 32 (f32); default 4"),
+        .value("bits", "B", "weight-matrix precision: 4 (q4nl), 8 (q8), 16 (f16) or 32 (f32); default 4"),
+        .value("grid", "GRID", "4-bit grid: nl (default: q4nl, non-uniform levels, less error) or uniform (q4)"),
         .value("vision-bits", "B", "precision of the vision tower's matrices; default: same as --bits"),
         .value("group-size", "N", "weights per scale for 4/8 bits; default 32 (the only size the kernels read)"),
         .value("compress", "METHOD", "zstd (default: each tensor compressed) or none (the runtime can mmap the file)"),
@@ -51,6 +52,7 @@ func runConvert(_ args: [String]) throws {
         }
         options.visionBits = vb
     }
+    options.uniformGrid = try a.choice("grid", ["nl", "uniform"], default: "nl") == "uniform"
     options.groupSize = try a.int("group-size", default: 32)!
     guard options.groupSize == 32 else {
         throw UsageError("--group-size \(options.groupSize) is not supported: the kernels read groups of 32 weights", command: "fbconvert")

@@ -92,7 +92,7 @@ final class ConversionTests: XCTestCase {
         // Bounds on relative RMS error per matrix, with why:
         //  f16: 11-bit significand, rounding error ≤ 2^-12 relative per value → RMS well under 4e-4.
         //  q8: error ≤ scale/2 = max|w|/254 per value; for Gaussian-like groups of 32 that is about 0.6% RMS → 0.01.
-        //  q4: 15 levels per group; measured ~8% RMS on Gaussian weights (the int8 analogue scaled by 127/7.5) → 0.1.
+        //  4 bits (q4nl): 16 levels per group; measured ~7.4% RMS on Gaussian weights (q4's uniform grid ~8%) → 0.1.
         let bounds: [Int: Double] = [16: 4e-4, 8: 0.01, 4: 0.10]
         for (bits, bound) in bounds.sorted(by: { $0.key > $1.key }) {
             let file = try FBMFile(path: model(bits: bits))
@@ -117,11 +117,11 @@ final class ConversionTests: XCTestCase {
         for t in file.tensors {
             let isMatrix = t.shape.count == 2 && !t.name.hasSuffix("position_embedding.weight") && !t.name.hasSuffix("conv.conv.weight")
                 && !t.name.hasSuffix("kernel_taps") && !t.name.hasSuffix("probe")
-            XCTAssertEqual(t.type, isMatrix ? .q4 : .f32, t.name)
+            XCTAssertEqual(t.type, isMatrix ? .q4nl : .f32, t.name)
             XCTAssertEqual(t.groupSize, isMatrix ? 32 : nil, t.name)
         }
         XCTAssertEqual(file.header.quantization.bits, 4)
-        XCTAssertEqual(file.tensor(named: "model.embed_tokens.weight")?.type, .q4, "the tied embedding is quantized too")
+        XCTAssertEqual(file.tensor(named: "model.embed_tokens.weight")?.type, .q4nl, "the tied embedding is quantized too")
     }
 
     func testKeepPatternAndVisionBits() throws {
@@ -133,7 +133,7 @@ final class ConversionTests: XCTestCase {
         _ = try FBMConverter.convert(input: Fixtures.tiny, output: path, options: options)
         let file = try FBMFile(path: path)
         XCTAssertEqual(file.tensor(named: "model.layers.0.feed_forward.w2.weight")?.type, .f16)
-        XCTAssertEqual(file.tensor(named: "model.layers.0.feed_forward.w1.weight")?.type, .q4)
+        XCTAssertEqual(file.tensor(named: "model.layers.0.feed_forward.w1.weight")?.type, .q4nl)
         XCTAssertEqual(file.tensor(named: "vision_model.encoder.layers.0.mlp.fc1.weight")?.type, .q8)
         XCTAssertEqual(file.header.quantization.visionBits, 8)
     }

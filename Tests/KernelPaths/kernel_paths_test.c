@@ -76,13 +76,14 @@ static void run_case(const test_case *tc, const char **paths, int npaths) {
     if (type == FB_F32) memcpy(data, wf, qb);
     else if (type == FB_F16) fb_f32_to_f16_array(wf, data, rows * cols);
     else if (type == FB_Q8) fb_quantize_q8(wf, cols, 0, rows, data, scales);
+    else if (type == FB_Q4NL) fb_quantize_q4nl(wf, cols, 0, rows, data, scales);
     else fb_quantize_q4(wf, cols, 0, rows, data, scales);
     if (tc->neg128)
         for (size_t i = 5; i < rows * cols; i += 7) ((int8_t *)data)[i] = -128;
     const fb_matrix m = {type, rows, cols, data, scales};
     float *wd = malloc(sizeof(float) * rows * cols);
     for (size_t r = 0; r < rows; r++) fb_matrix_row(&m, r, wd + r * cols);
-    const int quant = type == FB_Q8 || type == FB_Q4;
+    const int quant = type == FB_Q8 || type == FB_Q4 || type == FB_Q4NL;
     const size_t ng = cols / FB_GROUP;
 
     const size_t ns[] = {1, 2, 3, 4, 5, 17};
@@ -118,9 +119,10 @@ static void run_case(const test_case *tc, const char **paths, int npaths) {
                         const size_t g = c / FB_GROUP;
                         accq += wv * qv;
                         // q4 kernels use the stored nibble (q + 8) and subtract 8 * sum(q x) per group:
-                        // their float rounding scales with (|q| + 8) * s * |x|.
+                        // their float rounding scales with (|q| + 8) * s * |x|; the x86 q4nl kernels likewise
+                        // use level + 64 and subtract 64 * sum(q x).
                         const double s = fabs(fb_f16_to_f32(scales[r * ng + g]));
-                        aq += (fabs(wv) + (type == FB_Q4 ? 8 * s : 0)) * fabs(qv);
+                        aq += (fabs(wv) + (type == FB_Q4 ? 8 * s : type == FB_Q4NL ? 64 * s : 0)) * fabs(qv);
                         b += fabs(wv) * dg[t * ng + g] / 2;
                     }
                 }
@@ -201,7 +203,7 @@ static void run_case(const test_case *tc, const char **paths, int npaths) {
     free(scales);
 }
 
-// The batched int8 route for q4 and q8 (fb_matmul_pool: the packed kernels of the path: SMLAL, SDOT, VPMADDUBSW,
+// The batched int8 route for q4, q4nl and q8 (fb_matmul_pool: the packed kernels of the path: SMLAL, SDOT, VPMADDUBSW,
 // VPDPBUSD): each path against the scalar int8 reference, which does the same integer sums, so they may differ only by
 // float rounding (1e-5 of sum |w x|). Also checks which route "auto" picks: int8 on every path but the scalar one.
 static void check_int8_route(const char **paths, int npaths) {
@@ -212,14 +214,16 @@ static void check_int8_route(const char **paths, int npaths) {
     const size_t tokens[] = {8, 11, 53};
     fb_pool *pool = fb_pool_create(2);
     fb_workspace *ws = fb_workspace_create();
-    for (size_t si = 0; si < 2 * nshapes; si++) {
-        const fb_dtype type = si < nshapes ? FB_Q4 : FB_Q8;
+    static const char *const type_names[] = {"f32", "f16", "q8", "q4", "q4nl"};
+    for (size_t si = 0; si < 3 * nshapes; si++) {
+        const fb_dtype type = si < nshapes ? FB_Q4 : si < 2 * nshapes ? FB_Q8 : FB_Q4NL;
         const size_t rows = shapes[si % nshapes][0], cols = shapes[si % nshapes][1];
         float *w = malloc(rows * cols * sizeof(float)), *wd = malloc(rows * cols * sizeof(float));
         void *q = malloc(fb_quant_bytes(type, rows, cols));
         uint16_t *sc = malloc(fb_scale_bytes(type, rows, cols));
         for (size_t i = 0; i < rows * cols; i++) w[i] = 0.05f * normal();
         if (type == FB_Q4) fb_quantize_q4(w, cols, 0, rows, q, sc);
+        else if (type == FB_Q4NL) fb_quantize_q4nl(w, cols, 0, rows, q, sc);
         else fb_quantize_q8(w, cols, 0, rows, q, sc);
         if (type == FB_Q8)  // -128: valid in the layout though the quantizer never makes it (|w| and w + 128 edges)
             for (size_t i = 5; i < rows * cols; i += 7) ((int8_t *)q)[i] = -128;
@@ -238,7 +242,7 @@ static void check_int8_route(const char **paths, int npaths) {
                 fb_batched_select("auto");
                 const int fast = strcmp(paths[p], "scalar") != 0;
                 if ((strcmp(fb_batched_route(&m, n), "int8") == 0) != fast)
-                    FAIL("path %s: auto route for %s is %s", paths[p], type == FB_Q4 ? "q4" : "q8", fb_batched_route(&m, n));
+                    FAIL("path %s: auto route for %s is %s", paths[p], type_names[type], fb_batched_route(&m, n));
                 fb_batched_select("int8");
                 memset(y, 0, n * rows * sizeof(float));
                 fb_matmul_pool(pool, ws, &m, x, cols, n, y, rows);
@@ -250,7 +254,7 @@ static void check_int8_route(const char **paths, int npaths) {
                         checks++;
                         if (!(e <= 1e-5 * mag))
                             FAIL("int8 route, path %s, %s %zux%zu, n %zu, t %zu, r %zu: %g vs scalar %g", paths[p],
-                                 type == FB_Q4 ? "q4" : "q8", rows, cols, n, t, r, y[t * rows + r], ref[t * rows + r]);
+                                 type_names[type], rows, cols, n, t, r, y[t * rows + r], ref[t * rows + r]);
                     }
             }
             free(x);
@@ -494,6 +498,7 @@ int main(int argc, char **argv) {
         {FB_F32, 100, 0, 0}, {FB_F32, 4100, 0, 0}, {FB_F16, 100, 0, 0}, {FB_F16, 1024, 0, 0}, {FB_F16, 1031, 0, 0},
         {FB_Q8, 96, 0, 1},   {FB_Q8, 256, 1, 0},   {FB_Q8, 4192, 0, 0}, {FB_Q4, 160, 0, 1},   {FB_Q4, 64, 0, 0},
         {FB_Q4, 32, 0, 0},   {FB_Q4, 1024, 0, 0},  {FB_Q4, 4608, 0, 0}, {FB_Q4, 4192, 0, 0},  {FB_Q8, 32, 0, 0},
+        {FB_Q4NL, 160, 0, 1}, {FB_Q4NL, 32, 0, 0}, {FB_Q4NL, 1024, 0, 0}, {FB_Q4NL, 4192, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], paths, npaths);
     check_int8_route(paths, npaths);

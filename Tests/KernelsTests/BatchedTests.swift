@@ -27,6 +27,7 @@ private final class Weights {
             case FB_F32: data.copyMemory(from: p, byteCount: rows * cols * 4)
             case FB_F16: fb_f32_to_f16_array(p, data.assumingMemoryBound(to: UInt16.self), rows * cols)
             case FB_Q8: fb_quantize_q8(p, cols, 0, rows, data.assumingMemoryBound(to: Int8.self), scales)
+            case FB_Q4NL: fb_quantize_q4nl(p, cols, 0, rows, data.assumingMemoryBound(to: UInt8.self), scales)
             default: fb_quantize_q4(p, cols, 0, rows, data.assumingMemoryBound(to: UInt8.self), scales)
             }
         }
@@ -71,7 +72,7 @@ private struct Shared<T>: @unchecked Sendable {
     let value: T
 }
 
-private func typeName(_ t: fb_dtype) -> String { ["f32", "f16", "q8", "q4"][Int(t.rawValue)] }
+private func typeName(_ t: fb_dtype) -> String { ["f32", "f16", "q8", "q4", "q4nl"][Int(t.rawValue)] }
 
 /// Runs fn(chunk, chunks) as one pool job.
 private final class PoolJob {
@@ -191,7 +192,8 @@ final class BatchedTests: XCTestCase {
     func testBatchedRoutesMatchTheReference() {
         var rng = LCG(seed: 7)
         let cases: [(fb_dtype, Int, Int)] = [(FB_F32, 37, 100), (FB_F32, 300, 1030), (FB_F16, 45, 300),
-                                             (FB_Q8, 37, 96), (FB_Q8, 260, 1024), (FB_Q4, 300, 160), (FB_Q4, 70, 4608)]
+                                             (FB_Q8, 37, 96), (FB_Q8, 260, 1024), (FB_Q4, 300, 160), (FB_Q4, 70, 4608),
+                                             (FB_Q4NL, 300, 160), (FB_Q4NL, 70, 4608)]
         let pools: [OpaquePointer?] = [nil, fb_pool_shared(2)]
         for (type, rows, cols) in cases {
             let w = Weights(type, rows: rows, cols: cols, rng.normals(rows * cols, scale: 0.05))
@@ -244,7 +246,8 @@ final class BatchedTests: XCTestCase {
         // The packed kernels pack 16-row panels in blocks of 64 rows and walk the tokens 48 at a time in tiles of 6:
         // the shapes and token counts below leave partial panels and blocks and every tile remainder (1-5).
         for (type, rows, cols) in [(FB_Q8, 70, 1024), (FB_Q8, 33, 96), (FB_Q8, 150, 256), (FB_Q4, 45, 4608),
-                                   (FB_Q4, 33, 96), (FB_Q4, 150, 256)] {
+                                   (FB_Q4, 33, 96), (FB_Q4, 150, 256), (FB_Q4NL, 45, 4608), (FB_Q4NL, 33, 96),
+                                   (FB_Q4NL, 150, 256)] {
             let w = Weights(type, rows: rows, cols: cols, rng.normals(rows * cols, scale: 0.05))
             let wd = w.dequantized()
             for n in (cols <= 256 ? [8, 9, 10, 11, 19, 53] : [8, 19]) {

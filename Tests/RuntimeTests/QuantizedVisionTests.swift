@@ -24,7 +24,7 @@ final class QuantizedVisionTests: XCTestCase {
             _ = try FBMConverter.convert(input: Fixtures.tiny, output: path, options: options)
             let model = try LoadedModel(path: path, threads: 2)
             XCTAssertEqual(model.file.tensor(named: "vision_model.encoder.layers.0.mlp.fc1.weight")?.type,
-                           b.bits == 4 ? .q4 : b.bits == 8 ? .q8 : .f16, "the vision tower is quantized too")
+                           b.bits == 4 ? .q4nl : b.bits == 8 ? .q8 : .f16, "the vision tower is quantized too")
             let generator = TextGenerator(model: model, contextLength: 64, threads: 2)
             try generator.setImage(try model.encodeImage(path: Fixtures.tiny + "/image.png"))
             let c = LogitComparison(try generator.allLogits(ids), golden: golden, vocab: vocab)

@@ -96,11 +96,13 @@ final class TextGenerationTests: XCTestCase {
     /// ConversionTests); on this fixture the logits' relative RMS error measures 5.5–5.7× the weight error at every
     /// precision (the ~10 matrices on a token's path plus the norms). The bounds allow 8× the weight error for the
     /// RMS and ~12× for the worst logit. Random weights have no redundancy to absorb the noise and this fixture's
-    /// top-2 margins are small, so 4-bit top-1 agreement is low here; the real model is judged by the benchmarks.
+    /// top-2 margins are small, so 4-bit top-1 agreement is low and noisy here (24 positions): the uniform grid q4
+    /// agrees on 11, the default q4nl on 8 although its RMS error is 8% lower (FourBitGridTests), so the 4-bit floor
+    /// is 0.25 and the RMS bound is the real check; the trained model is judged by its held-out accuracy.
     func testQuantizedLogitsStayWithinBounds() throws {
         let golden = try goldenLogits
         let vocab = 512
-        let bounds: [(bits: Int, rms: Double, max: Float, agreement: Double)] = [(16, 2e-3, 3e-3, 1.0), (8, 0.045, 0.07, 0.9), (4, 0.65, 1.0, 0.35)]
+        let bounds: [(bits: Int, rms: Double, max: Float, agreement: Double)] = [(16, 2e-3, 3e-3, 1.0), (8, 0.045, 0.07, 0.9), (4, 0.65, 1.0, 0.25)]
         for b in bounds {
             let generator = TextGenerator(model: try model(bits: b.bits), contextLength: 64, threads: 2)
             // The batched path (prefill: float activations) and the decode path (one token at a time: the kernels

@@ -285,6 +285,20 @@ final class BrokenInputTests: XCTestCase {
         XCTAssertEqual(usage.status, 64, "an unsupported --group-size is a usage error: \(usage.stderr)")
     }
 
+    /// --grid picks the 4-bit grid: nl (the default, q4nl) or uniform (q4); anything else is a usage error.
+    func testGridOption() throws {
+        for (args, type) in [([String](), TensorType.q4nl), (["--grid", "nl"], .q4nl), (["--grid", "uniform"], .q4)] {
+            let output = folder.file("grid.fbm")
+            let r = try Tools.run("fbconvert", ["--bits", "4", "-q", "-o", output] + args + [Fixtures.tiny])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertEqual(try FBMFile(path: output).tensor(named: "model.layers.0.feed_forward.w1.weight")?.type, type, "\(args)")
+        }
+        let bad = try Tools.run("fbconvert", ["--bits", "4", "--grid", "fine", "-o", folder.file("bad.fbm"), Fixtures.tiny])
+        XCTAssertEqual(bad.status, 64, bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("--grid"), bad.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.file("bad.fbm")))
+    }
+
     func testOverlappingAndOutOfRangeOffsets() throws {
         let overlap = "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}"
         let dir = try checkpoint("overlap", weights: SafetensorsBuilder.bytes(headerJSON: overlap, data: Data(count: 24)))

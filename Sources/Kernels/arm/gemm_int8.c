@@ -53,11 +53,14 @@ void fb__quantize_act_neon(const float *x, size_t ldx, size_t t0, size_t t1, con
         }
 }
 
-// Packs rows [r0, r1) (at most PK_ROWS; missing rows get zero weights and scales), all groups.
-static inline __attribute__((always_inline)) void pack_panel(const int Q8, const fb_matrix *w, size_t r0, size_t r1,
-                                                             uint8_t *panel, float *scales) {
-    const size_t ng = w->cols / 32, row_bytes = Q8 ? w->cols : w->cols / 2, group_bytes = Q8 ? 32 : 16;
+// Packs rows [r0, r1) (at most PK_ROWS; missing rows get zero weights and scales), all groups: q4 as its nibbles
+// 0..15, q8 as stored, q4nl as its signed levels (a table lookup of fb_q4nl_levels), which the q8 tiles multiply.
+static inline __attribute__((always_inline)) void pack_panel(const fb_dtype type, const fb_matrix *w, size_t r0,
+                                                             size_t r1, uint8_t *panel, float *scales) {
+    const size_t ng = w->cols / 32, row_bytes = type == FB_Q8 ? w->cols : w->cols / 2,
+                 group_bytes = type == FB_Q8 ? 32 : 16;
     const uint8_t *q = w->data;
+    const uint8x16_t levels = vreinterpretq_u8_s8(vld1q_s8(fb_q4nl_levels));
     // The next 16 rows, one contiguous run of 16 * row_bytes, fetched a group's share per group, as the x86 pack
     // does: 16 interleaved row streams leave hardware prefetchers behind when the weights come from memory.
     const uint8_t *next = r0 + 2 * PK_ROWS <= w->rows ? q + (r0 + PK_ROWS) * row_bytes : NULL;
@@ -69,12 +72,17 @@ static inline __attribute__((always_inline)) void pack_panel(const int Q8, const
         for (size_t i = 0; i < PK_ROWS; i++) {
             const size_t r = r0 + i;
             uint8_t bytes[32];  // the group's 32 weights, one byte each
-            if (r < r1 && Q8) {
+            if (r < r1 && type == FB_Q8) {
                 memcpy(bytes, q + r * row_bytes + g * 32, 32);
             } else if (r < r1) {
                 const uint8x16_t b = vld1q_u8(q + r * row_bytes + g * 16);
-                vst1q_u8(bytes, vandq_u8(b, vdupq_n_u8(15)));  // weights 0..15 of the group
-                vst1q_u8(bytes + 16, vshrq_n_u8(b, 4));        // weights 16..31
+                uint8x16_t lo = vandq_u8(b, vdupq_n_u8(15)), hi = vshrq_n_u8(b, 4);  // weights 0..15, 16..31
+                if (type == FB_Q4NL) {
+                    lo = vqtbl1q_u8(levels, lo);
+                    hi = vqtbl1q_u8(levels, hi);
+                }
+                vst1q_u8(bytes, lo);
+                vst1q_u8(bytes + 16, hi);
             } else {
                 memset(bytes, 0, sizeof bytes);
             }
@@ -85,11 +93,15 @@ static inline __attribute__((always_inline)) void pack_panel(const int Q8, const
 }
 
 static void pack_q4_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
-    pack_panel(0, w, r0, r1, panel, scales);
+    pack_panel(FB_Q4, w, r0, r1, panel, scales);
 }
 
 static void pack_q8_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
-    pack_panel(1, w, r0, r1, panel, scales);
+    pack_panel(FB_Q8, w, r0, r1, panel, scales);
+}
+
+static void pack_q4nl_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
+    pack_panel(FB_Q4NL, w, r0, r1, panel, scales);
 }
 
 // The tile's tokens: their int8 activations, scales and q4 offsets.
@@ -270,6 +282,8 @@ const fb__pk_kernel fb__pk_dotprod_q4 = {pack_q4_panel, q4_panel_tokens, 1};
 const fb__pk_kernel fb__pk_dotprod_q8 = {pack_q8_panel, q8_panel_tokens, 1};
 const fb__pk_kernel fb__pk_neon_q4 = {pack_q4_panel, q4_panel_tokens_neon, 1};
 const fb__pk_kernel fb__pk_neon_q8 = {pack_q8_panel, q8_panel_tokens_neon, 1};
+const fb__pk_kernel fb__pk_dotprod_q4nl = {pack_q4nl_panel, q8_panel_tokens, 1};
+const fb__pk_kernel fb__pk_neon_q4nl = {pack_q4nl_panel, q8_panel_tokens_neon, 1};
 
 #else
 typedef int fb_batched_arm_unused;

@@ -35,6 +35,11 @@ static inline void qgroup(const int type, const fb_matrix *w, size_t r, size_t g
         const int8_t *p = (const int8_t *)w->data + r * cols + g * FB_GROUP;
         q[0] = vld1q_s8(p);
         q[1] = vld1q_s8(p + 16);
+    } else if (type == FB_Q4NL) {
+        const uint8x16_t b = vld1q_u8((const uint8_t *)w->data + r * cols / 2 + g * 16);
+        const int8x16_t levels = vld1q_s8(fb_q4nl_levels);
+        q[0] = vqtbl1q_s8(levels, vandq_u8(b, vdupq_n_u8(15)));
+        q[1] = vqtbl1q_s8(levels, vshrq_n_u8(b, 4));
     } else {
         const uint8x16_t b = vld1q_u8((const uint8_t *)w->data + r * cols / 2 + g * 16);
         q[0] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(15))), vdupq_n_s8(8));
@@ -65,7 +70,7 @@ static inline __attribute__((always_inline)) void f_row(const int type, const in
         xt[t] = x + (t0 + t) * ldx;
         acc[t][0] = acc[t][1] = vdupq_n_f32(0.0f);
     }
-    if (type == FB_Q8 || type == FB_Q4) {
+    if (type == FB_Q8 || type == FB_Q4 || type == FB_Q4NL) {
         for (size_t g = 0; g < cols / FB_GROUP; g++) {
             float32x4_t v[8];
             qgroup(type, w, r, g, v);
@@ -140,6 +145,7 @@ static void f_f32(FB__MM_ARGS) { f_run(FB_F32, FB__MM_PASS); }
 static void f_f16(FB__MM_ARGS) { f_run(FB_F16, FB__MM_PASS); }
 static void f_q8(FB__MM_ARGS) { f_run(FB_Q8, FB__MM_PASS); }
 static void f_q4(FB__MM_ARGS) { f_run(FB_Q4, FB__MM_PASS); }
+static void f_q4nl(FB__MM_ARGS) { f_run(FB_Q4NL, FB__MM_PASS); }
 
 static void matmul_float(FB__MM_ARGS) {
     switch (w->type) {
@@ -147,6 +153,7 @@ static void matmul_float(FB__MM_ARGS) {
     case FB_F16: f_f16(FB__MM_PASS); break;
     case FB_Q8: f_q8(FB__MM_PASS); break;
     case FB_Q4: f_q4(FB__MM_PASS); break;
+    case FB_Q4NL: f_q4nl(FB__MM_PASS); break;
     }
 }
 
@@ -164,7 +171,7 @@ static void matmul_float(FB__MM_ARGS) {
 #include "matvec_int8_template.h"
 
 static int small_quant(const fb_matrix *w, size_t n) {
-    return n <= FB__QACT_MAX_N && (w->type == FB_Q4 || w->type == FB_Q8);
+    return n <= FB__QACT_MAX_N && (w->type == FB_Q4 || w->type == FB_Q8 || w->type == FB_Q4NL);
 }
 
 void fb__matmul_neon(FB__MM_ARGS);

@@ -8,6 +8,8 @@
 // (0..15) and subtracts 8 * sum(qx) per group through one float dot product per row, as on x86.
 // Groups go 4 at a time: four int32x4 group dots are summed pairwise (ADDP) into one vector of the
 // 4 group sums, which meets the 4 scales (natural order) in one FMA.
+// q4nl looks its nibbles up in the signed level table (TBL) and needs no correction: the dot product is signed x
+// signed here, and without SDOT four products of |level| <= 64 and |qx| <= 127 still fit an int16 lane.
 
 #define QI static inline __attribute__((always_inline)) QATTR
 #define QF static QATTR
@@ -54,14 +56,19 @@ QI int32x4_t QX(dot16)(int32x4_t acc, int8x16_t a, int8x16_t b) {
 #endif
 }
 
-// Dot of one q4 group (16 bytes of nibbles) with 32 int8 activations, as 4 int32 lanes.
-QI int32x4_t QX(q4dot)(const uint8_t *wb, const int8_t *xq) {
+// Dot of one q4 group (16 bytes of nibbles) with 32 int8 activations, as 4 int32 lanes: the nibbles themselves (NL
+// 0), or q4nl's levels (NL 1, `levels` holding fb_q4nl_levels).
+QI int32x4_t QX(q4dot)(const int NL, int8x16_t levels, const uint8_t *wb, const int8_t *xq) {
     const uint8x16_t b = vld1q_u8(wb);
-    const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(15))), hi = vreinterpretq_s8_u8(vshrq_n_u8(b, 4));
+    int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(15))), hi = vreinterpretq_s8_u8(vshrq_n_u8(b, 4));
+    if (NL) {
+        lo = vqtbl1q_s8(levels, vreinterpretq_u8_s8(lo));
+        hi = vqtbl1q_s8(levels, vreinterpretq_u8_s8(hi));
+    }
 #if QSDOT
     return vdotq_s32(vdotq_s32(vdupq_n_s32(0), lo, vld1q_s8(xq)), hi, vld1q_s8(xq + 16));
 #else
-    // nibble * x <= 15 * 127: four products fit in int16.
+    // nibble * x <= 15 * 127, |level * x| <= 64 * 127: four products fit in int16.
     const int8x16_t xl = vld1q_s8(xq), xh = vld1q_s8(xq + 16);
     int16x8_t t = vmull_s8(vget_low_s8(lo), vget_low_s8(xl));
     t = vmlal_high_s8(t, lo, xl);
@@ -78,7 +85,8 @@ QI int32x4_t QX(q8dot)(const int8_t *wq, const int8_t *xq) {
 // One weight row r against NT tokens.
 QI void QX(q_row)(const int type, const int NT, const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r) {
     const size_t cols = w->cols, ng = cols / FB_GROUP, ng4 = ng & ~(size_t)3;
-    const size_t gb = type == FB_Q4 ? 16 : 32;  // weight bytes per group
+    const size_t gb = type == FB_Q8 ? 32 : 16;  // weight bytes per group
+    const int8x16_t levels = vld1q_s8(fb_q4nl_levels);
     const uint8_t *wr = (const uint8_t *)w->data + r * ng * gb;
     const uint16_t *ws = w->scales + r * ng;
     float32x4_t acc[4], cor[4];
@@ -95,7 +103,7 @@ QI void QX(q_row)(const int type, const int NT, const fb_matrix *w, const fb__qa
             const int8_t *xq = a->q[t] + g * FB_GROUP;
             int32x4_t e[4];
             for (int k = 0; k < 4; k++)
-                e[k] = type == FB_Q4 ? QX(q4dot)(wr + (g + k) * gb, xq + k * FB_GROUP)
+                e[k] = type != FB_Q8 ? QX(q4dot)(type == FB_Q4NL, levels, wr + (g + k) * gb, xq + k * FB_GROUP)
                                      : QX(q8dot)((const int8_t *)wr + (g + k) * gb, xq + k * FB_GROUP);
             const int32x4_t h = vpaddq_s32(vpaddq_s32(e[0], e[1]), vpaddq_s32(e[2], e[3]));
             const float32x4_t sd = vmulq_f32(s, vld1q_f32(a->d[t] + g));
@@ -107,7 +115,8 @@ QI void QX(q_row)(const int type, const int NT, const fb_matrix *w, const fb__qa
         const float s = fb_f16_to_f32(ws[g]);
         for (int t = 0; t < NT; t++) {
             const int8_t *xq = a->q[t] + g * FB_GROUP;
-            const int32x4_t e = type == FB_Q4 ? QX(q4dot)(wr + g * gb, xq) : QX(q8dot)((const int8_t *)wr + g * gb, xq);
+            const int32x4_t e = type != FB_Q8 ? QX(q4dot)(type == FB_Q4NL, levels, wr + g * gb, xq)
+                                              : QX(q8dot)((const int8_t *)wr + g * gb, xq);
             const float sd = s * a->d[t][g];
             tail[t] += sd * (float)vaddvq_s32(e) - (type == FB_Q4 ? sd * a->c[t][g] : 0.0f);
         }
@@ -126,7 +135,14 @@ QF void QX(matvec_q)(FB__MM_ARGS) {
     }
 #define QROWS(TYPE, NT) \
     for (size_t r = row_begin; r < row_end; r++) QX(q_row)(TYPE, NT, w, &a, y, ldy, r)
-    if (q4) {
+    if (w->type == FB_Q4NL) {
+        switch (n) {
+        case 1: QROWS(FB_Q4NL, 1); break;
+        case 2: QROWS(FB_Q4NL, 2); break;
+        case 3: QROWS(FB_Q4NL, 3); break;
+        default: QROWS(FB_Q4NL, 4); break;
+        }
+    } else if (q4) {
         switch (n) {
         case 1: QROWS(FB_Q4, 1); break;
         case 2: QROWS(FB_Q4, 2); break;

@@ -9,6 +9,8 @@
 //        Within group g of row r (bytes at r*cols/2 + g*16): byte i (0..15) holds
 //        weight 32g+i in its low nibble and weight 32g+i+16 in its high nibble, each stored as q+8 (q in -8..7).
 //        w = scale * (nibble - 8).
+//   q4nl as q4 (same bytes, same nibble order, same scales), but the nibble indexes a fixed non-uniform grid:
+//        w = scale * fb_q4nl_levels[nibble]. The 16 levels are denser near zero, where trained weights are.
 // Quantized types need cols % 32 == 0 (FB_GROUP).
 #ifndef FIREBOLT_KERNELS_H
 #define FIREBOLT_KERNELS_H
@@ -22,7 +24,11 @@ extern "C" {
 
 #define FB_GROUP 32
 
-typedef enum { FB_F32 = 0, FB_F16 = 1, FB_Q8 = 2, FB_Q4 = 3 } fb_dtype;
+typedef enum { FB_F32 = 0, FB_F16 = 1, FB_Q8 = 2, FB_Q4 = 3, FB_Q4NL = 4 } fb_dtype;
+
+// The q4nl grid, ascending, in [-64, 63]: within that range so that level + 64 is a u8 operand of 0..127, whose
+// products with int8 activations pair-sum within int16 (2 * 127 * 127) on the x86 kernels' VPMADDUBSW.
+extern const int8_t fb_q4nl_levels[16];
 
 // A weight matrix as stored: `data` points at values (f32/f16) or quants (q8/q4); `scales` at the f16 scales.
 typedef struct {
@@ -50,6 +56,10 @@ void fb_quantize_q8(const float *w, size_t cols, size_t row_begin, size_t row_en
                     uint16_t *scales);
 void fb_quantize_q4(const float *w, size_t cols, size_t row_begin, size_t row_end, uint8_t *quants,
                     uint16_t *scales);
+// q4nl: per group, the f16 scale that minimises the squared error over a search of candidate scales, then each
+// weight's nearest level.
+void fb_quantize_q4nl(const float *w, size_t cols, size_t row_begin, size_t row_end, uint8_t *quants,
+                      uint16_t *scales);
 // The Q4_0-style baseline (scale = signed max / -8, round, clamp): same layout, kept for comparison.
 void fb_quantize_q4_baseline(const float *w, size_t cols, size_t row_begin, size_t row_end,
                              uint8_t *quants, uint16_t *scales);

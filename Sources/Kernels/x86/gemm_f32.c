@@ -37,12 +37,16 @@ A2I __m256 w8(const fb_source *s, size_t r, size_t c) {
         const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(s->q8 + r * s->cols + c))));
         return _mm256_mul_ps(v, _mm256_set1_ps(_cvtsh_ss(s->scales[r * (s->cols / 32) + c / 32])));
     }
-    default: {  // q4: group g = c/32; bytes 0..15 hold weights 0..15 (low nibbles) and 16..31 (high)
+    default: {  // q4, q4nl: group g = c/32; bytes 0..15 hold weights 0..15 (low nibbles) and 16..31 (high)
         const uint8_t *b = s->q4 + r * (s->cols / 2) + (c / 32) * 16 + (c % 16);
         __m128i v = _mm_loadl_epi64((const __m128i *)b);
         if (c % 32 >= 16) v = _mm_srli_epi16(v, 4);
         v = _mm_and_si128(v, _mm_set1_epi8(15));
         const float sf = _cvtsh_ss(s->scales[r * (s->cols / 32) + c / 32]);
+        if (s->type == FB_Q4NL) {  // level * s, as fb_matrix_row computes it
+            const __m128i l = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)fb_q4nl_levels), v);
+            return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(l)), _mm256_set1_ps(sf));
+        }
         // fma(nib, s, -8s) = s * (nib - 8) rounded once, as fb_matrix_row computes it.
         return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)), _mm256_set1_ps(sf), _mm256_set1_ps(-8.0f * sf));
     }
@@ -96,6 +100,9 @@ A2 static void pack_q8(const fb_source *s, size_t r0, size_t r1, size_t c0, size
 }
 A2 static void pack_q4(const fb_source *s, size_t r0, size_t r1, size_t c0, size_t c1, float *p) {
     pack_panel(FB_Q4, s, r0, r1, c0, c1, p);
+}
+A2 static void pack_q4nl(const fb_source *s, size_t r0, size_t r1, size_t c0, size_t c1, float *p) {
+    pack_panel(FB_Q4NL, s, r0, r1, c0, c1, p);
 }
 
 // ---- micro-kernel ----------------------------------------------------------------------------------------------
@@ -207,6 +214,7 @@ A2 void fb__gemm_block_avx2(const fb_source *s, const float *x, size_t ldx, size
             case FB_F32: pack_f32(s, rb, re, pc, pce, p); break;
             case FB_F16: pack_f16(s, rb, re, pc, pce, p); break;
             case FB_Q8: pack_q8(s, rb, re, pc, pce, p); break;
+            case FB_Q4NL: pack_q4nl(s, rb, re, pc, pce, p); break;
             default: pack_q4(s, rb, re, pc, pce, p); break;
             }
         }

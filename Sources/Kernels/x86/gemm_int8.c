@@ -82,19 +82,25 @@ A2 void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, 
 #define PK_ROWS FB__PK_ROWS
 #define PK_GROUP_BYTES FB__PK_GROUP_BYTES
 
-// The 32 weights of group g of a row: q4 as bytes 0..15 (unsigned nibbles, in weight order), q8 as stored.
-A2I __m256i group_weights(const int Q8, const uint8_t *row, size_t g) {
-    if (Q8) return _mm256_loadu_si256((const __m256i *)(row + g * 32));
+// The 32 weights of group g of a row, one byte each in weight order: q4 as its unsigned nibbles 0..15, q8 as stored,
+// q4nl as its signed levels (the nibbles through a byte shuffle of fb_q4nl_levels).
+A2I __m256i group_weights(const fb_dtype type, const uint8_t *row, size_t g) {
+    if (type == FB_Q8) return _mm256_loadu_si256((const __m256i *)(row + g * 32));
     const __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(row + g * 16)));
     const __m256i sh = _mm256_srlv_epi32(b, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
-    return _mm256_and_si256(sh, _mm256_set1_epi8(15));
+    const __m256i nibbles = _mm256_and_si256(sh, _mm256_set1_epi8(15));
+    if (type == FB_Q4) return nibbles;
+    const __m256i levels = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)fb_q4nl_levels));
+    return _mm256_shuffle_epi8(levels, nibbles);
 }
 
-// Packs rows [r0, r1) (at most PK_ROWS; missing rows get zero weights and scales), all groups. UNSIGNED (q8 only):
-// store the weights + 128, for VPDPBUSD's unsigned operand.
-A2I void pack_panel(const int Q8, const int UNSIGNED, const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel,
+// Packs rows [r0, r1) (at most PK_ROWS; missing rows get zero weights and scales), all groups, each weight byte plus
+// OFFSET (mod 256): 0, 64 (q4nl: level + 64, 0..127, the unsigned operand of its tiles) or 128 (q8 for VPDPBUSD's
+// unsigned operand).
+A2I void pack_panel(const fb_dtype type, const int OFFSET, const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel,
                     float *scales) {
-    const size_t ng = w->cols / 32, row_bytes = Q8 ? w->cols : w->cols / 2, group_bytes = Q8 ? 32 : 16;
+    const size_t ng = w->cols / 32, row_bytes = type == FB_Q8 ? w->cols : w->cols / 2,
+                 group_bytes = type == FB_Q8 ? 32 : 16;
     const uint8_t *q = w->data;
     // The next 16 rows, one contiguous run of 16 * row_bytes, fetched a group's share per group: the 16
     // interleaved row streams here leave the hardware prefetchers behind when the weights come from memory.
@@ -107,11 +113,11 @@ A2I void pack_panel(const int Q8, const int UNSIGNED, const fb_matrix *w, size_t
             __m256i v[8];
             for (size_t i = 0; i < 8; i++) {
                 const size_t r = r0 + h + i;
-                v[i] = r < r1 ? group_weights(Q8, q + r * row_bytes, g) : _mm256_setzero_si256();
+                v[i] = r < r1 ? group_weights(type, q + r * row_bytes, g) : _mm256_setzero_si256();
                 scales[g * PK_ROWS + h + i] = r < r1 ? _cvtsh_ss(w->scales[r * ng + g]) : 0.0f;
             }
-            if (Q8 && UNSIGNED)
-                for (size_t i = 0; i < 8; i++) v[i] = _mm256_xor_si256(v[i], _mm256_set1_epi8((char)0x80));
+            if (OFFSET)
+                for (size_t i = 0; i < 8; i++) v[i] = _mm256_add_epi8(v[i], _mm256_set1_epi8((char)OFFSET));
             fb__transpose8_epi32(v);  // v[s] = weights 4s..4s+3 of the 8 rows
             for (int s = 0; s < 8; s++) _mm256_storeu_si256((__m256i *)(panel + g * PK_GROUP_BYTES + s * 64 + h * 4), v[s]);
         }
@@ -119,15 +125,20 @@ A2I void pack_panel(const int Q8, const int UNSIGNED, const fb_matrix *w, size_t
 }
 
 A2 static void pack_q4_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
-    pack_panel(0, 0, w, r0, r1, panel, scales);
+    pack_panel(FB_Q4, 0, w, r0, r1, panel, scales);
 }
 
 A2 static void pack_q8_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
-    pack_panel(1, 0, w, r0, r1, panel, scales);
+    pack_panel(FB_Q8, 0, w, r0, r1, panel, scales);
 }
 
 A2 static void pack_q8u_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
-    pack_panel(1, 1, w, r0, r1, panel, scales);
+    pack_panel(FB_Q8, 128, w, r0, r1, panel, scales);
+}
+
+// q4nl as level + 64 (0..127), for its own tiles (x86/gemm_int8_tile256.h).
+A2 static void pack_q4nl_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t *panel, float *scales) {
+    pack_panel(FB_Q4NL, 64, w, r0, r1, panel, scales);
 }
 
 // Micro-tiles, of the 16 ymm registers. q4: 2 blocks of 8 rows x 6 tokens = 12 i16 accumulators + 2 weight
@@ -136,6 +147,7 @@ A2 static void pack_q8u_panel(const fb_matrix *w, size_t r0, size_t r1, uint8_t 
 // absolute values, a broadcast, its signed copy and the 1s (2 blocks x 3 tokens measured ~10% slower). AVX-VNNI,
 // q4 and q8: 2 blocks x 6 tokens, 12 i32 accumulators (timed once on a Sapphire Rapids core, README; not tuned).
 #define PK_TOKENS FB__XI_TOKENS
+enum { PK_Q4, PK_Q8, PK_Q4NL };  // the tiles' KIND
 _Static_assert(PK_TOKENS == 6 && FB__PK_STEP % PK_TOKENS == 0, "micro-tiles must start on the interleaved activation tiles");
 
 // AVX2 + FMA + F16C: VPMADDUBSW.
@@ -173,6 +185,10 @@ const fb__pk_kernel fb__pk_avx512_q4 = {pack_q4_panel, avx512_q4_tokens, 1};
 const fb__pk_kernel fb__pk_avx512_q8 = {pack_q8_panel, avx512_q8_tokens, 1};
 const fb__pk_kernel fb__pk_avx512_vnni_q4 = {pack_q4_panel, avx512_vnni_q4_tokens, 2};
 const fb__pk_kernel fb__pk_avx512_vnni_q8 = {pack_q8u_panel, avx512_vnni_q8_tokens, 2};
+const fb__pk_kernel fb__pk_avx2_q4nl = {pack_q4nl_panel, a2_q4nl_tokens, 1};
+const fb__pk_kernel fb__pk_avx_vnni_q4nl = {pack_q4nl_panel, avx_vnni_q4nl_tokens, 1};
+const fb__pk_kernel fb__pk_avx512_q4nl = {pack_q4nl_panel, avx512_q4nl_tokens, 1};
+const fb__pk_kernel fb__pk_avx512_vnni_q4nl = {pack_q4nl_panel, avx512_vnni_q4nl_tokens, 2};
 
 #else
 typedef int fb_batched_x86_unused;

@@ -5,14 +5,16 @@
 //   PVNNI     1: VPDPBUSD (AVX-VNNI) sums 4 u8 x s8 products into i32 per step, for q4 and for q8 (whose pack stores
 //             the weights + 128, unsigned); 0: VPMADDUBSW, with i16 sums for q4 and the sign trick for q8 (AVX2)
 //   PDPB(acc, u, s)  acc + per-dword sums of u8 x s8 products (PVNNI only)
-// and defines PX(q4_tokens), PX(q8_tokens) (fb__pk_tokens_fn).
+// and defines PX(q4_tokens), PX(q8_tokens), PX(q4nl_tokens) (fb__pk_tokens_fn). KIND is PK_Q4, PK_Q8 or PK_Q4NL
+// (x86/gemm_int8.c): q4nl is packed as level + 64 (0..127), whose pair sums fit i16 but not a group's, so without
+// VNNI each step goes to i32 at once (as q8, without the sign trick), and ex (times 8) takes the + 64 back out.
 
 #define PI static inline __attribute__((always_inline)) FB_TARGET(PT)
 #define PF static FB_TARGET(PT)
 
 // y[t0 + k][rows of the panel] for k < NT: RB blocks of 8 rows (offset `h` rows into the panel), nr rows valid.
 // t0 starts a tile of the interleaved activations (FB__XI_TOKENS tokens from token 0).
-PI void PX(panel_tile)(const int Q8, const int RB, const int NT, size_t ng, const uint8_t *panel, const float *scales,
+PI void PX(panel_tile)(const int KIND, const int RB, const int NT, size_t ng, const uint8_t *panel, const float *scales,
                        size_t h, const fb__qact *a, size_t t0, float *y, size_t ldy, size_t nr) {
     const int8_t *xi = a->xi + (t0 / FB__XI_TOKENS) * ng * 256;
     const float *dx[6], *ex[6];
@@ -20,8 +22,10 @@ PI void PX(panel_tile)(const int Q8, const int RB, const int NT, size_t ng, cons
         dx[k] = a->dx + (t0 + k) * ng;
         ex[k] = a->ex + (t0 + k) * ng;
     }
-    // The pack's unsigned weights are the true ones + 8 (q4) or + 128 (VNNI q8): ex = -8 * d * sum(q), times 16.
-    const float ex_mul = PVNNI && Q8 ? 16.0f : 1.0f;
+    // The pack's unsigned weights are the true ones + 8 (q4), + 64 (q4nl) or + 128 (VNNI q8): ex = -8 * d * sum(q),
+    // times 1, 8 or 16.
+    const int Q8 = KIND == PK_Q8, NL = KIND == PK_Q4NL;
+    const float ex_mul = NL ? 8.0f : PVNNI && Q8 ? 16.0f : 1.0f;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[2][6];
     for (int b = 0; b < RB; b++)
@@ -50,6 +54,9 @@ PI void PX(panel_tile)(const int Q8, const int RB, const int NT, size_t ng, cons
                     if (Q8) {
                         const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[b], _mm256_sign_epi8(xv, wv[b])), ones);
                         sum[b][k] = s == 0 ? p : _mm256_add_epi32(sum[b][k], p);
+                    } else if (NL) {
+                        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv[b], xv), ones);
+                        sum[b][k] = s == 0 ? p : _mm256_add_epi32(sum[b][k], p);
                     } else {
                         const __m256i p = _mm256_maddubs_epi16(wv[b], xv);
                         sum[b][k] = s == 0 ? p : _mm256_add_epi16(sum[b][k], p);
@@ -65,7 +72,7 @@ PI void PX(panel_tile)(const int Q8, const int RB, const int NT, size_t ng, cons
                 if (!PVNNI && Q8) {
                     acc[b][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[b][k]), _mm256_mul_ps(sc, d), acc[b][k]);
                 } else {
-                    const __m256i dot32 = PVNNI ? sum[b][k] : _mm256_madd_epi16(sum[b][k], ones);
+                    const __m256i dot32 = PVNNI || NL ? sum[b][k] : _mm256_madd_epi16(sum[b][k], ones);
                     const __m256 e = _mm256_set1_ps(ex_mul * ex[k][g]);
                     acc[b][k] = _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32), d, e), sc, acc[b][k]);
                 }
@@ -88,20 +95,20 @@ PI void PX(panel_tile)(const int Q8, const int RB, const int NT, size_t ng, cons
 }
 
 // Rows h .. h + 8 * RB of the panel (those of them below nr), NT tokens from t (which starts a tile).
-#define PK_TILE(Q8, RB, NT)                                                                                         \
+#define PK_TILE(KIND, RB, NT)                                                                                       \
     for (size_t h = 0; h < PK_ROWS; h += 8 * (RB))                                                              \
-        if (h < nr) PX(panel_tile)(Q8, RB, NT, ng, panel, scales, h, a, t, y + h, ldy, nr - h < 8 * (RB) ? nr - h : 8 * (RB))
+        if (h < nr) PX(panel_tile)(KIND, RB, NT, ng, panel, scales, h, a, t, y + h, ldy, nr - h < 8 * (RB) ? nr - h : 8 * (RB))
 
-PI void PX(panel_tokens)(const int Q8, const int RB, size_t ng, const uint8_t *panel, const float *scales,
+PI void PX(panel_tokens)(const int KIND, const int RB, size_t ng, const uint8_t *panel, const float *scales,
                          const fb__qact *a, size_t t0, size_t t1, float *y, size_t ldy, size_t nr) {
     size_t t = t0;
-    for (; t + PK_TOKENS <= t1; t += PK_TOKENS) PK_TILE(Q8, RB, PK_TOKENS);
+    for (; t + PK_TOKENS <= t1; t += PK_TOKENS) PK_TILE(KIND, RB, PK_TOKENS);
     switch (t1 - t) {
-    case 5: PK_TILE(Q8, RB, 5); break;
-    case 4: PK_TILE(Q8, RB, 4); break;
-    case 3: PK_TILE(Q8, RB, 3); break;
-    case 2: PK_TILE(Q8, RB, 2); break;
-    case 1: PK_TILE(Q8, RB, 1); break;
+    case 5: PK_TILE(KIND, RB, 5); break;
+    case 4: PK_TILE(KIND, RB, 4); break;
+    case 3: PK_TILE(KIND, RB, 3); break;
+    case 2: PK_TILE(KIND, RB, 2); break;
+    case 1: PK_TILE(KIND, RB, 1); break;
     default: break;
     }
 }
@@ -109,7 +116,7 @@ PI void PX(panel_tokens)(const int Q8, const int RB, size_t ng, const uint8_t *p
 
 PF void PX(q4_tokens)(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0, size_t t1,
                       float *y, size_t ldy, size_t nr) {
-    PX(panel_tokens)(0, 2, ng, panel, scales, a, t0, t1, y, ldy, nr);
+    PX(panel_tokens)(PK_Q4, 2, ng, panel, scales, a, t0, t1, y, ldy, nr);
 }
 
 PF void PX(q8_tokens)(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0, size_t t1,
@@ -117,7 +124,12 @@ PF void PX(q8_tokens)(size_t ng, const uint8_t *panel, const float *scales, cons
     // AVX2's sign trick needs the weights, their absolute values, a broadcast, its signed copy and the 1s per block
     // of rows: one block of 8 rows (2 blocks x 3 tokens measured ~10% slower on Zen 3). VPDPBUSD needs no more
     // registers than q4.
-    PX(panel_tokens)(1, PVNNI ? 2 : 1, ng, panel, scales, a, t0, t1, y, ldy, nr);
+    PX(panel_tokens)(PK_Q8, PVNNI ? 2 : 1, ng, panel, scales, a, t0, t1, y, ldy, nr);
+}
+
+PF void PX(q4nl_tokens)(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0, size_t t1,
+                        float *y, size_t ldy, size_t nr) {
+    PX(panel_tokens)(PK_Q4NL, 2, ng, panel, scales, a, t0, t1, y, ldy, nr);
 }
 
 #undef PI

@@ -4,7 +4,8 @@
 //   PT        the target attribute string
 //   PVNNI     1: VPDPBUSD (AVX-512 VNNI), q8 packed as weights + 128; 0: VPMADDUBSW (AVX-512 BW), i16 sums for q4,
 //             the sign trick for q8 (packed as stored)
-// and defines PX(q4_tokens), PX(q8_tokens) (fb__pk_tokens_fn).
+// and defines PX(q4_tokens), PX(q8_tokens), PX(q4nl_tokens) (fb__pk_tokens_fn; KIND and q4nl's + 64 pack as in
+// x86/gemm_int8_tile256.h).
 //
 // One step of a panel (16 rows x 4 bytes) is one register. AVX-512 BW: a micro-tile is the panel's 16 rows x NT
 // tokens, even and odd steps in separate accumulators (12 independent chains). VNNI: two panels (32 rows) x NT
@@ -26,11 +27,13 @@ PI void PX(store_rows)(float *y, __m512 v, size_t n) {
 }
 
 // y[t0 + k][the panel's nr rows] for k < NT, t0 starting a tile of the interleaved activations.
-PI void PX(tile)(const int Q8, const int NT, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
+PI void PX(tile)(const int KIND, const int NT, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
                  size_t t0, float *y, size_t ldy, size_t nr) {
     const int8_t *xi = a->xi + (t0 / FB__XI_TOKENS) * ng * 256;
-    // ex = -8 * d * sum(q) takes out the + 8 of q4's nibbles; VNNI's q8 (+ 128) needs it times 16; signed q8 none.
-    const float ex_mul = !Q8 ? 1.0f : PVNNI ? 16.0f : 0.0f;
+    // ex = -8 * d * sum(q) takes out the + 8 of q4's nibbles; q4nl's + 64 needs it times 8, VNNI's q8 (+ 128) times
+    // 16; signed q8 none.
+    const int Q8 = KIND == PK_Q8, NL = KIND == PK_Q4NL;
+    const float ex_mul = NL ? 8.0f : !Q8 ? 1.0f : PVNNI ? 16.0f : 0.0f;
     const __m512i ones = _mm512_set1_epi16(1);
     (void)ones;
     __m512 acc[6];
@@ -63,6 +66,9 @@ PI void PX(tile)(const int Q8, const int NT, size_t ng, const uint8_t *panel, co
                                   xs1 = _mm512_mask_sub_epi8(xv1, neg1, zero, xv1);
                     even[k] = _mm512_add_epi32(even[k], _mm512_madd_epi16(_mm512_maddubs_epi16(aw0, xs0), ones));
                     odd[k] = _mm512_add_epi32(odd[k], _mm512_madd_epi16(_mm512_maddubs_epi16(aw1, xs1), ones));
+                } else if (NL) {
+                    even[k] = _mm512_add_epi32(even[k], _mm512_madd_epi16(_mm512_maddubs_epi16(w0, xv0), ones));
+                    odd[k] = _mm512_add_epi32(odd[k], _mm512_madd_epi16(_mm512_maddubs_epi16(w1, xv1), ones));
                 } else {
                     even[k] = _mm512_add_epi16(even[k], _mm512_maddubs_epi16(w0, xv0));
                     odd[k] = _mm512_add_epi16(odd[k], _mm512_maddubs_epi16(w1, xv1));
@@ -73,7 +79,7 @@ PI void PX(tile)(const int Q8, const int NT, size_t ng, const uint8_t *panel, co
         const __m512 sc = _mm512_loadu_ps(scales + g * PK_ROWS);
         for (int k = 0; k < NT; k++) {
             const size_t i = (t0 + k) * a->ng + g;
-            const __m512i dot32 = PVNNI || Q8 ? _mm512_add_epi32(even[k], odd[k])
+            const __m512i dot32 = PVNNI || Q8 || NL ? _mm512_add_epi32(even[k], odd[k])
                                               : _mm512_madd_epi16(_mm512_add_epi16(even[k], odd[k]), ones);
             const __m512 e = _mm512_set1_ps(ex_mul * a->ex[i]);
             acc[k] = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(dot32), _mm512_set1_ps(a->dx[i]), e), sc, acc[k]);
@@ -87,10 +93,10 @@ PI void PX(tile)(const int Q8, const int NT, size_t ng, const uint8_t *panel, co
 // 32) x NT tokens. Each broadcast feeds both panels' weights, so a step loads 2 + NT registers for 2 * NT VPDPBUSD
 // (the one-panel tile: 2 + 2 * NT), and each group's float work per token is shared by 32 rows. 12 i32 sums (12
 // independent chains) and 12 float accumulators.
-PI void PX(tile2)(const int Q8, const int NT, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
+PI void PX(tile2)(const int KIND, const int NT, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a,
                   size_t t0, float *y, size_t ldy, size_t nr) {
     const int8_t *xi = a->xi + (t0 / FB__XI_TOKENS) * ng * 256;
-    const float ex_mul = Q8 ? 16.0f : 1.0f;
+    const float ex_mul = KIND == PK_Q8 ? 16.0f : KIND == PK_Q4NL ? 8.0f : 1.0f;
     const size_t next_panel = ng * PK_GROUP_BYTES, next_scales = ng * PK_ROWS;
     __m512 acc[2][6];
     for (int k = 0; k < NT; k++) acc[0][k] = acc[1][k] = _mm512_setzero_ps();
@@ -124,13 +130,13 @@ PI void PX(tile2)(const int Q8, const int NT, size_t ng, const uint8_t *panel, c
     }
 }
 #define PK_TILE(NT)                                                                                              \
-    (nr > PK_ROWS ? PX(tile2)(Q8, NT, ng, panel, scales, a, t, y, ldy, nr) : PX(tile)(Q8, NT, ng, panel, scales, a, t, y, ldy, nr))
+    (nr > PK_ROWS ? PX(tile2)(KIND, NT, ng, panel, scales, a, t, y, ldy, nr) : PX(tile)(KIND, NT, ng, panel, scales, a, t, y, ldy, nr))
 #else
-#define PK_TILE(NT) PX(tile)(Q8, NT, ng, panel, scales, a, t, y, ldy, nr)
+#define PK_TILE(NT) PX(tile)(KIND, NT, ng, panel, scales, a, t, y, ldy, nr)
 #endif
 
 // The VNNI kernel covers two panels per call (fb__pk_kernel.panels = 2), the others one.
-PI void PX(tokens)(const int Q8, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
+PI void PX(tokens)(const int KIND, size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0,
                    size_t t1, float *y, size_t ldy, size_t nr) {
     size_t t = t0;
     for (; t + PK_TOKENS <= t1; t += PK_TOKENS) PK_TILE(PK_TOKENS);
@@ -147,12 +153,17 @@ PI void PX(tokens)(const int Q8, size_t ng, const uint8_t *panel, const float *s
 
 PF void PX(q4_tokens)(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0, size_t t1,
                       float *y, size_t ldy, size_t nr) {
-    PX(tokens)(0, ng, panel, scales, a, t0, t1, y, ldy, nr);
+    PX(tokens)(PK_Q4, ng, panel, scales, a, t0, t1, y, ldy, nr);
 }
 
 PF void PX(q8_tokens)(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0, size_t t1,
                       float *y, size_t ldy, size_t nr) {
-    PX(tokens)(1, ng, panel, scales, a, t0, t1, y, ldy, nr);
+    PX(tokens)(PK_Q8, ng, panel, scales, a, t0, t1, y, ldy, nr);
+}
+
+PF void PX(q4nl_tokens)(size_t ng, const uint8_t *panel, const float *scales, const fb__qact *a, size_t t0, size_t t1,
+                        float *y, size_t ldy, size_t nr) {
+    PX(tokens)(PK_Q4NL, ng, panel, scales, a, t0, t1, y, ldy, nr);
 }
 
 #undef PI

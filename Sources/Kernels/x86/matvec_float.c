@@ -61,6 +61,17 @@ A2I void a2_wgroup(const int type, const int fold, const fb_matrix *w, size_t r,
     // q4: low nibbles are weights 0-15 of the group, high nibbles weights 16-31.
     const __m128i b = _mm_loadu_si128((const __m128i *)((const uint8_t *)w->data + r * cols / 2 + g * 16));
     const __m128i m = _mm_set1_epi8(15);
+    if (type == FB_Q4NL) {  // the nibbles index the level table (VPSHUFB); level * s as fb_matrix_row computes it
+        const __m128i levels = _mm_loadu_si128((const __m128i *)fb_q4nl_levels);
+        const __m128i lo = _mm_shuffle_epi8(levels, _mm_and_si128(b, m));
+        const __m128i hi = _mm_shuffle_epi8(levels, _mm_and_si128(_mm_srli_epi16(b, 4), m));
+        const __m128i part[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+        for (int j = 0; j < 4; j++) {
+            wv[j] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part[j]));
+            if (fold) wv[j] = _mm256_mul_ps(wv[j], s);
+        }
+        return;
+    }
     if (fold) {
         const __m256 o = _mm256_set1_ps(-8.0f * sf);
         const __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
@@ -84,7 +95,7 @@ A2I float a2_w1(const int type, const fb_matrix *w, size_t r, size_t c) {  // f3
 A2I void a2_tile(const int type, const int RB, const int NT, const fb_matrix *w, const float *x,
                  size_t ldx, float *y, size_t ldy, size_t r0, size_t t0) {
     const size_t cols = w->cols, ng = cols / FB_GROUP;
-    const int quant = type == FB_Q8 || type == FB_Q4;
+    const int quant = type == FB_Q8 || type == FB_Q4 || type == FB_Q4NL;
     // Several tokens: scale the weights once and share them; one token: scale the group sums.
     const int fold = NT >= 3;
     __m256 acc[4][4];
@@ -159,6 +170,7 @@ A2 static void a2_f32(MM_ARGS) { a2_run(FB_F32, MM_PASS); }
 A2 static void a2_f16(MM_ARGS) { a2_run(FB_F16, MM_PASS); }
 A2 static void a2_q8(MM_ARGS) { a2_run(FB_Q8, MM_PASS); }
 A2 static void a2_q4(MM_ARGS) { a2_run(FB_Q4, MM_PASS); }
+A2 static void a2_q4nl(MM_ARGS) { a2_run(FB_Q4NL, MM_PASS); }
 
 void fb__matmul_avx2(MM_ARGS);
 void fb__matmul_avx2(MM_ARGS) {
@@ -167,6 +179,7 @@ void fb__matmul_avx2(MM_ARGS) {
     case FB_F16: a2_f16(MM_PASS); break;
     case FB_Q8: a2_q8(MM_PASS); break;
     case FB_Q4: a2_q4(MM_PASS); break;
+    case FB_Q4NL: a2_q4nl(MM_PASS); break;
     }
 }
 
@@ -201,6 +214,16 @@ A5I void a5_wgroup(const int type, const int fold, const fb_matrix *w, size_t r,
     }
     const __m128i b = _mm_loadu_si128((const __m128i *)((const uint8_t *)w->data + r * cols / 2 + g * 16));
     const __m128i m = _mm_set1_epi8(15);
+    if (type == FB_Q4NL) {  // as in a2_wgroup
+        const __m128i levels = _mm_loadu_si128((const __m128i *)fb_q4nl_levels);
+        wv[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_shuffle_epi8(levels, _mm_and_si128(b, m))));
+        wv[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_shuffle_epi8(levels, _mm_and_si128(_mm_srli_epi16(b, 4), m))));
+        if (fold) {
+            wv[0] = _mm512_mul_ps(wv[0], s);
+            wv[1] = _mm512_mul_ps(wv[1], s);
+        }
+        return;
+    }
     if (fold) {
         const __m512 o = _mm512_set1_ps(-8.0f * sf);
         const __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
@@ -218,7 +241,7 @@ A5I void a5_wgroup(const int type, const int fold, const fb_matrix *w, size_t r,
 A5I void a5_tile(const int type, const int RB, const int NT, const fb_matrix *w, const float *x,
                  size_t ldx, float *y, size_t ldy, size_t r0, size_t t0) {
     const size_t cols = w->cols, ng = cols / FB_GROUP;
-    const int quant = type == FB_Q8 || type == FB_Q4;
+    const int quant = type == FB_Q8 || type == FB_Q4 || type == FB_Q4NL;
     const int fold = NT >= 3;  // as in a2_tile
     __m512 acc[4][4];
     const float *xt[4];
@@ -288,6 +311,7 @@ A5 static void a5_f32(MM_ARGS) { a5_run(FB_F32, MM_PASS); }
 A5 static void a5_f16(MM_ARGS) { a5_run(FB_F16, MM_PASS); }
 A5 static void a5_q8(MM_ARGS) { a5_run(FB_Q8, MM_PASS); }
 A5 static void a5_q4(MM_ARGS) { a5_run(FB_Q4, MM_PASS); }
+A5 static void a5_q4nl(MM_ARGS) { a5_run(FB_Q4NL, MM_PASS); }
 
 void fb__matmul_avx512(MM_ARGS);
 void fb__matmul_avx512(MM_ARGS) {
@@ -296,6 +320,7 @@ void fb__matmul_avx512(MM_ARGS) {
     case FB_F16: a5_f16(MM_PASS); break;
     case FB_Q8: a5_q8(MM_PASS); break;
     case FB_Q4: a5_q4(MM_PASS); break;
+    case FB_Q4NL: a5_q4nl(MM_PASS); break;
     }
 }
 

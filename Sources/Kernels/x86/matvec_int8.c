@@ -46,7 +46,7 @@ void fb__matmul_avx512(FB__MM_ARGS);
 #include "matvec_int8_template.h"
 
 static int small_quant(const fb_matrix *w, size_t n) {
-    return n <= FB__QACT_MAX_N && (w->type == FB_Q4 || w->type == FB_Q8);
+    return n <= FB__QACT_MAX_N && (w->type == FB_Q4 || w->type == FB_Q8 || w->type == FB_Q4NL);
 }
 
 // One fb_matmul entry per instruction set: the int8-activation kernels for q4/q8 and few tokens, the f16 row kernel

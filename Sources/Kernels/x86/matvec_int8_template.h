@@ -18,7 +18,10 @@
 //   VPMADDUBSW, no sign fix-up): sum(n * qx) - 8 * sum(qx), subtracted per group in float, where both
 //   are exact integers (below 2^16), so the difference is the exact integer dot product.
 //   q8 weights use the sign trick: |qw| (u8) x (qx with qw's sign) (s8), exact even for qw = -128.
-//   Pair sums of VPMADDUBSW stay within int16: q4 2 * 15 * 127, q8 2 * 128 * 127.
+//   q4nl weights go the q4 way: the nibble indexes a 16-byte table of level + 64 (0..127, one VPSHUFB), and
+//   64 * sum(qx) comes off per group (c = 64 * sum(qx), below 2^19: exact in float).
+//   Pair sums of VPMADDUBSW stay within int16: q4 2 * 15 * 127, q8 2 * 128 * 127, q4nl 2 * 127 * 127; q4's
+//   two VPMADDUBSW results may be added in int16 (4 * 15 * 127), q4nl's may not, so it widens each to int32.
 
 // Prefetch distance: FB__PFD rounded up to whole tiles of RB rows (so the address is in the same
 // column position of a later tile).
@@ -34,8 +37,8 @@
 //   groups in: 0, 2, 4, 6, 1, 3, 5, 7.
 // layout 2 (q4, 512-bit): whole blocks of 8 groups as two quads [g..g+3 lo | g..g+3 hi] (64-byte
 //   loads of four q4 groups); the last ng % 8 groups as in layout 1; d and c in order.
-// d[g] = amax / 127; with c, c[g] = 8 * sum(q).
-QI void QX(quant_x)(const float *x, size_t cols, int layout, int8_t *q, float *d, float *c) {
+// d[g] = amax / 127; with c, c[g] = coff * sum(q) (coff: the weights' offset, 8 for q4, 64 for q4nl).
+QI void QX(quant_x)(const float *x, size_t cols, int layout, int8_t *q, float *d, float *c, float coff) {
     const size_t ng = cols / FB_GROUP, paired = layout ? ng & ~(size_t)1 : 0, ng8 = ng & ~(size_t)7;
     const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -64,7 +67,7 @@ QI void QX(quant_x)(const float *x, size_t cols, int layout, int8_t *q, float *d
             __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
             t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
             t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
-            c[k] = 8.0f * (float)_mm_cvtsi128_si32(t);
+            c[k] = coff * (float)_mm_cvtsi128_si32(t);
         }
         const __m256i b = _mm256_permutevar8x32_epi32(
             _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3)), order);
@@ -87,6 +90,7 @@ QI void QX(quant_x)(const float *x, size_t cols, int layout, int8_t *q, float *d
 #define QDOT1(acc, u, s) QDPB(acc, u, s)
 #define QDOT2(u1, s1, u2, s2) QDPB(QDPB(_mm256_setzero_si256(), u1, s1), u2, s2)
 #define QDOT2_128(u1, s1, u2, s2) QDPB128(QDPB128(_mm_setzero_si128(), u1, s1), u2, s2)
+#define QDOT2W(u1, s1, u2, s2) QDOT2(u1, s1, u2, s2)
 #else
 #define QDOT1(acc, u, s) _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones16)
 #define QDOT2(u1, s1, u2, s2) \
@@ -94,6 +98,10 @@ QI void QX(quant_x)(const float *x, size_t cols, int layout, int8_t *q, float *d
 #define QDOT2_128(u1, s1, u2, s2)                                                                  \
     _mm_madd_epi16(_mm_add_epi16(_mm_maddubs_epi16(u1, s1), _mm_maddubs_epi16(u2, s2)), \
                    _mm256_castsi256_si128(ones16))
+// As QDOT2 for u8 operands up to 127 (q4nl): each VPMADDUBSW result widened to int32 before the add.
+#define QDOT2W(u1, s1, u2, s2)                                                  \
+    _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(u1, s1), ones16), \
+                     _mm256_madd_epi16(_mm256_maddubs_epi16(u2, s2), ones16))
 #endif
 
 // Sums of the four int32 lanes in each 128-bit half of e0..e3, in two steps (so that only two
@@ -107,19 +115,24 @@ QI __m256i QX(sum4x4)(__m256i s01, __m256i s23) {
     return _mm256_add_epi32(_mm256_unpacklo_epi64(s01, s23), _mm256_unpackhi_epi64(s01, s23));
 }
 
-// q4: RB rows x NT tokens of y for weight rows r0..r0+RB-1. Groups go 8 at a time (256-bit; the
+// q4 (NL 0) and q4nl (NL 1, the nibbles through the level table): RB rows x NT tokens of y for weight rows r0..r0+RB-1. Groups go 8 at a time (256-bit; the
 // 512-bit variant is described in the loop): four 32-byte
 // loads per row give four two-group dot products, summed across lanes into one vector of the 8 group
 // dots in the order {0,2,4,6 | 1,3,5,7}; the row's 8 scales are shuffled into the same order (and
 // quant_x stores d and c in it), so one conversion and one FMA per 8 groups apply the scales.
-QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qact *a, float *y, size_t ldy,
-                    size_t r0) {
+QI void QX(q4_tile)(const int NL, const int RB, const int NT, const fb_matrix *w, const fb__qact *a, float *y,
+                    size_t ldy, size_t r0) {
     const size_t cols = w->cols, ng = cols / FB_GROUP, ng8 = ng & ~(size_t)7, rowb = cols / 2;
     const size_t pf = QPF(RB * rowb);  // once here: a division the loop must not repeat
     const uint8_t *wq = (const uint8_t *)w->data + r0 * rowb;
     const uint16_t *ws = w->scales + r0 * ng;
     const __m256i m4 = _mm256_set1_epi8(15);
     const __m256i ones16 = _mm256_set1_epi16(1);
+    // q4nl: level + 64 for each nibble, in both 128-bit lanes (VPSHUFB looks up within a lane).
+    __attribute__((aligned(16))) uint8_t lut[16];
+    for (int i = 0; i < 16; i++) lut[i] = (uint8_t)(fb_q4nl_levels[i] + 64);
+    const __m256i lut256 = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)lut));
+    (void)lut256;
     const __m128i sperm = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
     (void)ones16;
     (void)sperm;
@@ -132,7 +145,9 @@ QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
     const __m512i m4z = _mm512_set1_epi8(15);
     const __m512i onesz = _mm512_set1_epi16(1);
     const __m512i gather = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i lut512 = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)lut));
     (void)onesz;
+    (void)lut512;
     for (size_t g = 0; g < ng8; g += 8) {
         for (int i = 0; i < RB; i++) {
             const uint8_t *wr = wq + i * rowb + g * 16;
@@ -141,7 +156,11 @@ QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
             __m512i e[4][2];
             for (int k = 0; k < 2; k++) {
                 const __m512i b = _mm512_loadu_si512((const void *)(wr + 64 * k));
-                const __m512i lo = _mm512_and_si512(b, m4z), hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), m4z);
+                __m512i lo = _mm512_and_si512(b, m4z), hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), m4z);
+                if (NL) {
+                    lo = _mm512_shuffle_epi8(lut512, lo);
+                    hi = _mm512_shuffle_epi8(lut512, hi);
+                }
                 for (int t = 0; t < NT; t++) {
                     const int8_t *xq = a->q[t] + g * FB_GROUP + 128 * k;
                     const __m512i xl = _mm512_loadu_si512((const void *)xq);
@@ -149,8 +168,12 @@ QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
 #if QVNNI
                     e[t][k] = QDPB512(QDPB512(_mm512_setzero_si512(), lo, xl), hi, xh);
 #else
-                    e[t][k] = _mm512_madd_epi16(
-                        _mm512_add_epi16(_mm512_maddubs_epi16(lo, xl), _mm512_maddubs_epi16(hi, xh)), onesz);
+                    if (NL)
+                        e[t][k] = _mm512_add_epi32(_mm512_madd_epi16(_mm512_maddubs_epi16(lo, xl), onesz),
+                                                   _mm512_madd_epi16(_mm512_maddubs_epi16(hi, xh), onesz));
+                    else
+                        e[t][k] = _mm512_madd_epi16(
+                            _mm512_add_epi16(_mm512_maddubs_epi16(lo, xl), _mm512_maddubs_epi16(hi, xh)), onesz);
 #endif
                 }
             }
@@ -177,11 +200,16 @@ QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
             __m256i e[4][2], h[4][2];
             for (int p = 0; p < 4; p++) {
                 const __m256i b = _mm256_loadu_si256((const __m256i *)(wr + 32 * p));
-                const __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+                __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+                if (NL) {
+                    lo = _mm256_shuffle_epi8(lut256, lo);
+                    hi = _mm256_shuffle_epi8(lut256, hi);
+                }
                 for (int t = 0; t < NT; t++) {
                     const int8_t *xq = a->q[t] + (g + 2 * p) * FB_GROUP;
-                    e[t][p & 1] = QDOT2(lo, _mm256_loadu_si256((const __m256i *)xq), hi,
-                                        _mm256_loadu_si256((const __m256i *)(xq + 32)));
+                    const __m256i xl = _mm256_loadu_si256((const __m256i *)xq),
+                                  xh = _mm256_loadu_si256((const __m256i *)(xq + 32));
+                    e[t][p & 1] = NL ? QDOT2W(lo, xl, hi, xh) : QDOT2(lo, xl, hi, xh);
                     if (p & 1) h[t][p >> 1] = QX(sum2x4)(e[t][0], e[t][1]);
                 }
             }
@@ -204,7 +232,11 @@ QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
             const uint8_t *wr = wq + i * rowb + g * 16;
             const __m256i b = two ? _mm256_loadu_si256((const __m256i *)wr)
                                   : _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)wr));
-            const __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+            __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+            if (NL) {
+                lo = _mm256_shuffle_epi8(lut256, lo);
+                hi = _mm256_shuffle_epi8(lut256, hi);
+            }
             const float s0 = _cvtsh_ss(ws[i * ng + g]), s1 = two ? _cvtsh_ss(ws[i * ng + g + 1]) : 0.0f;
             for (int t = 0; t < NT; t++) {
                 const int8_t *xq = a->q[t] + g * FB_GROUP;
@@ -216,7 +248,7 @@ QI void QX(q4_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qa
                     xl = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)xq));
                     xh = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(xq + 16)));
                 }
-                const __m256i dot = QDOT2(lo, xl, hi, xh);
+                const __m256i dot = NL ? QDOT2W(lo, xl, hi, xh) : QDOT2(lo, xl, hi, xh);
                 const float sd0 = s0 * a->d[t][g], sd1 = two ? s1 * a->d[t][g + 1] : 0.0f;
                 const __m256 sd = _mm256_setr_ps(sd0, sd0, sd0, sd0, sd1, sd1, sd1, sd1);
                 acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), sd, acc[i][t]);
@@ -314,17 +346,17 @@ QF void QX(matvec_f16)(const fb_matrix *w, const float *x, float *y, size_t row_
     QX(f_rows)(FB_F16, w, x, y, row_begin, row_end);
 }
 
-// fb_matmul for q4/q8 and n <= 4.
+// fb_matmul for q4/q4nl/q8 and n <= 4.
 QF void QX(matvec_q)(const fb_matrix *w, const float *x, size_t ldx, size_t n, float *y, size_t ldy,
                      size_t row_begin, size_t row_end) {
     const size_t cols = w->cols, ng = cols / FB_GROUP;
-    const int q4 = w->type == FB_Q4;
+    const int q4 = w->type == FB_Q4 || w->type == FB_Q4NL, nl = w->type == FB_Q4NL;
     fb__qact a;
     __attribute__((aligned(64))) uint8_t stack[FB__QACT_STACK];
     void *heap = fb__qact_layout(&a, stack, sizeof stack, n, cols, ng);
     for (size_t t = 0; t < n; t++) {
         QX(quant_x)(x + t * ldx, cols, q4 ? 1 + QW512 : 0, (int8_t *)a.q[t], (float *)a.d[t],
-                    q4 ? (float *)a.c[t] : NULL);
+                    q4 ? (float *)a.c[t] : NULL, nl ? 64.0f : 8.0f);
     }
     size_t r = row_begin;
 #define QROWS(TYPE, RB, NT)                                                                 \
@@ -332,12 +364,21 @@ QF void QX(matvec_q)(const fb_matrix *w, const float *x, size_t ldx, size_t n, f
         for (; r + (RB) <= row_end; r += (RB)) TYPE(RB, NT, w, &a, y, ldy, r);   \
         for (; r < row_end; r++) TYPE(1, NT, w, &a, y, ldy, r);                   \
     } while (0)
-    if (q4) {
+#define Q4_TILE(RB, NT, ...) QX(q4_tile)(0, RB, NT, __VA_ARGS__)
+#define Q4NL_TILE(RB, NT, ...) QX(q4_tile)(1, RB, NT, __VA_ARGS__)
+    if (nl) {
         switch (n) {
-        case 1: QROWS(QX(q4_tile), 1, 1); break;
-        case 2: QROWS(QX(q4_tile), 1, 2); break;
-        case 3: QROWS(QX(q4_tile), 1, 3); break;
-        default: QROWS(QX(q4_tile), 1, 4); break;
+        case 1: QROWS(Q4NL_TILE, 1, 1); break;
+        case 2: QROWS(Q4NL_TILE, 1, 2); break;
+        case 3: QROWS(Q4NL_TILE, 1, 3); break;
+        default: QROWS(Q4NL_TILE, 1, 4); break;
+        }
+    } else if (q4) {
+        switch (n) {
+        case 1: QROWS(Q4_TILE, 1, 1); break;
+        case 2: QROWS(Q4_TILE, 1, 2); break;
+        case 3: QROWS(Q4_TILE, 1, 3); break;
+        default: QROWS(Q4_TILE, 1, 4); break;
         }
     } else {
         switch (n) {
@@ -348,6 +389,8 @@ QF void QX(matvec_q)(const fb_matrix *w, const float *x, size_t ldx, size_t n, f
         }
     }
 #undef QROWS
+#undef Q4_TILE
+#undef Q4NL_TILE
     free(heap);
 }
 
@@ -356,6 +399,7 @@ QF void QX(matvec_q)(const fb_matrix *w, const float *x, size_t ldx, size_t n, f
 #undef QDOT1
 #undef QDOT2
 #undef QDOT2_128
+#undef QDOT2W
 // The includer's parameters too, so that the next instruction set starts clean.
 #undef QX
 #undef QT

@@ -15,7 +15,8 @@ public enum FBM {
 }
 
 public enum TensorType: String, Codable, CaseIterable {
-    case f32, f16, q8, q4
+    /// q4nl: q4's bytes with the nibble indexing a non-uniform grid (fb_q4nl_levels); formats/fbm.md.
+    case f32, f16, q8, q4, q4nl
 
     public var kernelType: fb_dtype {
         switch self {
@@ -23,10 +24,11 @@ public enum TensorType: String, Codable, CaseIterable {
         case .f16: return FB_F16
         case .q8: return FB_Q8
         case .q4: return FB_Q4
+        case .q4nl: return FB_Q4NL
         }
     }
 
-    public var isQuantized: Bool { self == .q8 || self == .q4 }
+    public var isQuantized: Bool { self == .q8 || self == .q4 || self == .q4nl }
 
     /// Bits per weight including scales (group of 32, f16 scale).
     public var bitsPerWeight: Double {
@@ -34,7 +36,7 @@ public enum TensorType: String, Codable, CaseIterable {
         case .f32: return 32
         case .f16: return 16
         case .q8: return 8.5
-        case .q4: return 4.5
+        case .q4, .q4nl: return 4.5
         }
     }
 
@@ -51,7 +53,7 @@ public enum TensorType: String, Codable, CaseIterable {
         switch self {
         case .f32: return count * 4
         case .f16: return count * 2
-        case .q8, .q4:
+        case .q8, .q4, .q4nl:
             guard shape.count == 2, shape[1] % Int(FB_GROUP) == 0 else { return nil }
             return UInt64(fb_quant_bytes(kernelType, shape[0], shape[1]) + fb_scale_bytes(kernelType, shape[0], shape[1]))
         }

@@ -140,7 +140,7 @@ public final class WeightStore {
             var out = [Float](repeating: 0, count: count)
             fb_f16_to_f32_array(e.pointer.assumingMemoryBound(to: UInt16.self), &out, count)
             return out
-        case .q8, .q4:
+        case .q8, .q4, .q4nl:
             var m = try matrix(name, rows: shape[0], cols: shape[1])
             var out = [Float](repeating: 0, count: count)
             out.withUnsafeMutableBufferPointer { buf in
