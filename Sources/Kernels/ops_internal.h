@@ -28,8 +28,4 @@ void fb__attend_f16_neon(const float *q, size_t groups, size_t hd, const uint16_
                          size_t ld, size_t n, float scale, float *scores, float *out);
 #endif
 
-// Nonzero when the SIMD element-wise ops may be used (x86: AVX2, FMA and F16C present; AArch64: always), and
-// FB_KERNELS / fb_kernels_select has not forced the scalar path.
-int fb__ops_simd(void);
-
 #endif
