@@ -57,29 +57,19 @@ static void matmul_scalar(const fb_matrix *w, const float *x, size_t ldx, size_t
                 }
                 break;
             }
-            case FB_Q4: {
-                const uint8_t *wr = (const uint8_t *)w->data + r * cols / 2;
-                for (size_t g = 0; g < ng; g++) {
-                    const uint8_t *b = wr + g * FB_GROUP / 2;
-                    const float *xg = xt + g * FB_GROUP;
-                    float acc = 0.0f;
-                    for (int i = 0; i < FB_GROUP / 2; i++) {
-                        acc += (float)((int)(b[i] & 15) - 8) * xg[i];
-                        acc += (float)((int)(b[i] >> 4) - 8) * xg[i + 16];
-                    }
-                    sum += acc * fb_f16_to_f32(w->scales[r * ng + g]);
-                }
-                break;
-            }
+            case FB_Q4:
             case FB_Q4NL: {
+                // Both read a 4-bit code per weight: q4's value is code - 8, q4nl's its level.
+                static const int8_t q4_levels[16] = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7};
+                const int8_t *level = w->type == FB_Q4 ? q4_levels : fb_q4nl_levels;
                 const uint8_t *wr = (const uint8_t *)w->data + r * cols / 2;
                 for (size_t g = 0; g < ng; g++) {
                     const uint8_t *b = wr + g * FB_GROUP / 2;
                     const float *xg = xt + g * FB_GROUP;
                     float acc = 0.0f;
                     for (int i = 0; i < FB_GROUP / 2; i++) {
-                        acc += (float)fb_q4nl_levels[b[i] & 15] * xg[i];
-                        acc += (float)fb_q4nl_levels[b[i] >> 4] * xg[i + 16];
+                        acc += (float)level[b[i] & 15] * xg[i];
+                        acc += (float)level[b[i] >> 4] * xg[i + 16];
                     }
                     sum += acc * fb_f16_to_f32(w->scales[r * ng + g]);
                 }

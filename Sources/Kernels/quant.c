@@ -73,6 +73,19 @@ void fb_quantize_q8(const float *w, size_t cols, size_t row_begin, size_t row_en
                      scales + r * ng + g);
 }
 
+// The group's largest |x| and the signed value that has it (the first such).
+static void largest_magnitude(const float *x, float *amax, float *m) {
+    *amax = 0.0f;
+    *m = 0.0f;
+    for (int i = 0; i < FB_GROUP; i++) {
+        const float a = fabsf(x[i]);
+        if (a > *amax) {
+            *amax = a;
+            *m = x[i];
+        }
+    }
+}
+
 // ---- q4 (error-minimising scale) -------------------------------------------------------------------
 // Written with GCC/Clang vector extensions (4 floats: SSE2 on x86-64, NEON on arm64): every operation
 // is an element-wise IEEE operation and every reduction has a fixed order, so the result is the same
@@ -136,14 +149,8 @@ static const float q4_pos_k[] = {6.75f, 7.25f};
 static void q4_group(const float *xs, uint8_t *qs, uint16_t *scale) {
     v4f x[NV];
     memcpy(x, xs, sizeof x);
-    float amax = 0.0f, m = 0.0f;
-    for (int i = 0; i < FB_GROUP; i++) {
-        const float a = fabsf(xs[i]);
-        if (a > amax) {
-            amax = a;
-            m = xs[i];
-        }
-    }
+    float amax, m;
+    largest_magnitude(xs, &amax, &m);
     float best_err = INFINITY;
     uint16_t best_dh = 0;
     if (amax > 0.0f && amax < INFINITY) {
@@ -239,14 +246,8 @@ static float q4nl_err(const float *x, float d, float *lsq) {
 static const float q4nl_factors[] = {0.85f, 0.9f, 0.95f, 1.0f, 1.05f, 1.1f, 1.15f};
 
 static void q4nl_group(const float *x, uint8_t *qs, uint16_t *scale) {
-    float amax = 0.0f, m = 0.0f;
-    for (int i = 0; i < FB_GROUP; i++) {
-        const float a = fabsf(x[i]);
-        if (a > amax) {
-            amax = a;
-            m = x[i];
-        }
-    }
+    float amax, m;
+    largest_magnitude(x, &amax, &m);
     float best_err = INFINITY;
     uint16_t best_dh = 0;
     if (amax > 0.0f && amax < INFINITY) {
