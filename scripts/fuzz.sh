@@ -29,11 +29,13 @@ tiny=Tests/Fixtures/firebolt-tiny
 work=.build-fuzz/work
 mkdir -p "$work" .build-fuzz/artifacts
 
-# Seeds that are built, not stored: the tiny checkpoint converted to .fbm (q4, zstd) by the plain build.
-if [[ " $targets " == *" fbm "* ]] && [ ! -s "$work/seed-fbm/tiny-q4.fbm" ]; then
+# Seeds that are built, not stored: the tiny checkpoint converted to .fbm (4 bits, both grids: q4nl and q4; zstd) by
+# the plain build.
+if [[ " $targets " == *" fbm "* ]] && [ ! -s "$work/seed-fbm/tiny-q4-uniform.fbm" ]; then
     swift build -Xcc -O3 --product fbconvert 2>&1 | tail -1   # the flags of scripts/test.sh: no rebuild
     mkdir -p "$work/seed-fbm"
     .build/debug/fbconvert -q --bits 4 -o "$work/seed-fbm/tiny-q4.fbm" "$tiny"
+    .build/debug/fbconvert -q --bits 4 --grid uniform -o "$work/seed-fbm/tiny-q4-uniform.fbm" "$tiny"
 fi
 
 status=0
