@@ -794,6 +794,15 @@ public final class Tokenizer: @unchecked Sendable {
     public static func chatPrompt(user: String, bos: String = "<|startoftext|>") -> String {
         "\(bos)<|im_start|>user\n\(user)<|im_end|>\n<|im_start|>assistant\n"
     }
+
+    /// A whole conversation ((role, content) pairs: system, user, assistant) as the chat template renders it, ending
+    /// with the generation prompt: `<|startoftext|>` then `<|im_start|>{role}\n{content}<|im_end|>\n` per message,
+    /// then `<|im_start|>assistant\n`. For one user message it equals `chatPrompt(user:)`.
+    public static func chatPrompt(messages: [(role: String, content: String)], bos: String = "<|startoftext|>") -> String {
+        var text = bos
+        for m in messages { text += "<|im_start|>\(m.role)\n\(m.content)<|im_end|>\n" }
+        return text + "<|im_start|>assistant\n"
+    }
 }
 
 /// Incremental decoder: feed ids one at a time, get back the text they complete.

@@ -57,5 +57,13 @@ public final class LoadedModel {
         return encoded
     }
 
+    /// A new sequence of this model (with the modulator for Firebolt-VL): its own caches, the shared weights.
+    public func makeSession(contextLength: Int, threads: Int, kvCache: KVCacheType = .default) -> SequenceSession {
+        if let vision {
+            return FireboltVLSession(model: vision, contextLength: contextLength, threads: threads, kvCache: kvCache)
+        }
+        return LFM2Session(model: decoder, contextLength: contextLength, threads: threads, kvCache: kvCache)
+    }
+
     public func checkTokenIds(_ ids: [Int32]) throws { try decoder.checkTokens(ids) }
 }

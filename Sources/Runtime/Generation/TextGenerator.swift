@@ -6,12 +6,36 @@ import Glibc
 /// What generation needs of a sequence: token ids in, logits out, caches kept between calls.
 public protocol SequenceSession: AnyObject {
     var contextLength: Int { get }
+    /// Positions the caches hold.
+    var position: Int { get }
     func reset()
     func forward(tokens: [Int32], lastLogits: UnsafeMutablePointer<Float>?, allLogits: UnsafeMutablePointer<Float>?) throws
+    /// One token for each of `sessions` (of the same kind and model) in one pass through the layers, on this session's
+    /// scratch: the weights are read once for all. Session r's logits go to `logits + r × vocab`.
+    func decodeTogether(_ sessions: [SequenceSession], tokens: [Int32], logits: UnsafeMutablePointer<Float>) throws
 }
 
-extension LFM2Session: SequenceSession {}
-extension FireboltVLSession: SequenceSession {}
+extension LFM2Session: SequenceSession {
+    public func decodeTogether(_ sessions: [SequenceSession], tokens: [Int32], logits: UnsafeMutablePointer<Float>) throws {
+        let sequences = try sessions.map { s -> LFM2Session in
+            guard let s = s as? LFM2Session else { throw FireboltError("sessions of different kinds cannot decode together") }
+            return s
+        }
+        guard tokens.count == sequences.count else { throw FireboltError("\(sequences.count) sessions but \(tokens.count) tokens") }
+        try model.checkTokens(tokens)
+        try decodeTogether(sequences, logits: logits) { r, row in model.embed(tokens[r], into: row) }
+    }
+}
+
+extension FireboltVLSession: SequenceSession {
+    public func decodeTogether(_ sessions: [SequenceSession], tokens: [Int32], logits: UnsafeMutablePointer<Float>) throws {
+        let sequences = try sessions.map { s -> FireboltVLSession in
+            guard let s = s as? FireboltVLSession else { throw FireboltError("sessions of different kinds cannot decode together") }
+            return s
+        }
+        try decodeTogether(sequences, tokens: tokens, logits: logits)
+    }
+}
 
 /// Prompt (and image) in, tokens out, one at a time: prefill as a batch, then decode with the caches.
 public final class TextGenerator {
@@ -24,14 +48,8 @@ public final class TextGenerator {
     public init(model: LoadedModel, contextLength: Int, threads: Int, kvCache: KVCacheType = .default) {
         self.model = model
         self.kvCache = kvCache
-        if let vision = model.vision {
-            let s = FireboltVLSession(model: vision, contextLength: contextLength, threads: threads, kvCache: kvCache)
-            vlSession = s
-            session = s
-        } else {
-            vlSession = nil
-            session = LFM2Session(model: model.decoder, contextLength: contextLength, threads: threads, kvCache: kvCache)
-        }
+        session = model.makeSession(contextLength: contextLength, threads: threads, kvCache: kvCache)
+        vlSession = session as? FireboltVLSession
         logits = .allocate(capacity: model.config.text.vocabSize)
     }
 

@@ -99,6 +99,24 @@ public final class FireboltVLSession {
         modulatorSeconds = 0
     }
 
+    /// One token for each of `sessions` (distinct sessions of this model; this one may be among them) in one pass
+    /// through the decoder (`LFM2Session.decodeTogether`): each token through its own session's modulator, then all
+    /// rows through the layers at once. Session r's logits go to `logits + r × vocab`.
+    public func decodeTogether(_ sessions: [FireboltVLSession], tokens: [Int32], logits: UnsafeMutablePointer<Float>) throws {
+        guard sessions.count == tokens.count else { throw FireboltError("\(sessions.count) sessions but \(tokens.count) tokens") }
+        try model.decoder.checkTokens(tokens)
+        try decoder.decodeTogether(sessions.map(\.decoder), logits: logits) { r, row in
+            let session = sessions[r]
+            guard session.model === model else { throw FireboltError("sessions of different models cannot decode together") }
+            model.decoder.embed(tokens[r], into: row)
+            if session.hasImage {
+                let clock = Date()
+                try session.modulator.forward(textEmbeddings: row, count: 1, output: row)
+                session.modulatorSeconds += Date().timeIntervalSince(clock)
+            }
+        }
+    }
+
     /// Token ids at positions position..<position+count: embed → modulator (with an image) → decoder, in the
     /// decoder's chunks (its one loop). Writes the last token's logits to `lastLogits` and every token's to
     /// `allLogits` (count × vocab) when given.

@@ -231,8 +231,32 @@ public final class LFM2Session {
         parallel.forEachChunk(t, work: t * width * 8, body)
     }
 
-    /// All decoder layers over the t rows in `hidden`, at positions position..<position+t.
-    private func step(_ t: Int) {
+    /// Decodes one token for each of `sequences` (sessions of this model, each at most once; this one may be among
+    /// them) in one pass through the layers, so every weight is read once for all of them. Row r of the residual
+    /// stream is sequence r's input, written by `load(r, destination)` (H floats); it goes at that sequence's own
+    /// next position, against its own caches. Runs on this session's scratch; writes sequence r's logits to
+    /// `logits + r × vocab`.
+    public func decodeTogether(_ sequences: [LFM2Session], logits: UnsafeMutablePointer<Float>,
+                               load: (Int, UnsafeMutablePointer<Float>) throws -> Void) throws {
+        let t = sequences.count, h = model.config.hiddenSize
+        guard t > 0 else { return }
+        guard t <= maxBatch else { throw FireboltError("\(t) sequences at once, but a step holds \(maxBatch) rows") }
+        guard Set(sequences.map { ObjectIdentifier($0) }).count == t else { throw FireboltError("a sequence appears twice in one step") }
+        for s in sequences {
+            guard s.model === model, s.kvCache == kvCache, s.contextLength == contextLength else { throw FireboltError("only sequences of one model, cache type and context length decode together")
+            }
+            guard s.position + 1 <= s.contextLength else {
+                throw FireboltError("the sequence needs \(s.position + 1) positions but the context holds \(s.contextLength) (use --ctx)")
+            }
+        }
+        for r in 0..<t { try load(r, hidden.pointer + r * h) }
+        step(t, together: sequences)
+        outputHead(rows: t, into: logits)
+    }
+
+    /// All decoder layers over the t rows in `hidden`: at positions position..<position+t of this sequence, or with
+    /// `together`, row r at the next position of sequence r.
+    private func step(_ t: Int, together: [LFM2Session]? = nil) {
         let c = model.config, h = c.hiddenSize, mlp = c.intermediateSize, eps = c.normEps
         let hidden = self.hidden.pointer, normed = self.normed.pointer, operatorOut = self.operatorOut.pointer
         let gate = self.gate.pointer, up = self.up.pointer
@@ -240,12 +264,20 @@ public final class LFM2Session {
             layer.operatorNorm.withUnsafeBufferPointer { w in
                 rows(t, width: h) { b, e in for r in b..<e { fb_rmsnorm(hidden + r * h, w.baseAddress!, normed + r * h, h, eps) } }
             }
-            switch layer.op {
-            case .conv(let inProj, let convWeight, let outProj):
+            switch (layer.op, together) {
+            case (.conv(let inProj, let convWeight, let outProj), nil):
                 shortConv(t, inProj: inProj, convWeight: convWeight, outProj: outProj, state: convState[i]!)
-            case .attention(let q, let k, let v, let o, let qNorm, let kNorm):
+            case (.conv(let inProj, let convWeight, let outProj), let sequences?):
+                shortConvTogether(sequences.map { $0.convState[i]! }, inProj: inProj, convWeight: convWeight, outProj: outProj)
+            case (.attention(let q, let k, let v, let o, let qNorm, let kNorm), nil):
+                let start = position, cache = CacheView(keys: keyCache[i]!, values: valueCache[i]!)
                 attention(t, qProj: q, kProj: k, vProj: v, outProj: o, qNorm: qNorm, kNorm: kNorm,
-                          keys: keyCache[i]!, values: valueCache[i]!)
+                          rows: RowPlacement(sameSequence: true, position: { start + $0 }, cache: { _ in cache }))
+            case (.attention(let q, let k, let v, let o, let qNorm, let kNorm), let sequences?):
+                let positions = sequences.map(\.position)
+                let caches = sequences.map { CacheView(keys: $0.keyCache[i]!, values: $0.valueCache[i]!) }
+                attention(t, qProj: q, kProj: k, vProj: v, outProj: o, qNorm: qNorm, kNorm: kNorm,
+                          rows: RowPlacement(sameSequence: false, position: { positions[$0] }, cache: { caches[$0] }))
             }
             // h += operator output; feed_forward: w2(silu(w1 x) ⊙ w3 x) on ffn_norm(h)
             layer.ffnNorm.withUnsafeBufferPointer { w in
@@ -260,7 +292,7 @@ public final class LFM2Session {
             parallel.matmul(layer.w2, gate, t, operatorOut)
             rows(t, width: h) { b, e in fb_add(hidden + b * h, operatorOut + b * h, (e - b) * h) }
         }
-        position += t
+        if let together { for s in together { s.position += 1 } } else { position += t }
     }
 
     /// ShortConv: in_proj → [B | C | x]; B⊙x through a causal depthwise conv (kernel K, last tap = current step);
@@ -295,21 +327,57 @@ public final class LFM2Session {
         parallel.matmul(outProj, mixed, t, operatorOut.pointer)
     }
 
+    /// ShortConv for rows of different sequences (one row each): row r's B⊙x meets sequence r's conv history
+    /// `states[r]`, summed in the same order as `shortConv`, then the history moves on by one.
+    private func shortConvTogether(_ states: [FloatBuffer], inProj: fb_matrix, convWeight: [Float], outProj: fb_matrix) {
+        let t = states.count, h = model.config.hiddenSize, k = model.config.convKernelSize, history = k - 1
+        let projected = self.projected.pointer, mixed = self.mixed.pointer, bxRows = convInput.pointer
+        parallel.matmul(inProj, normed.pointer, t, projected)
+        convWeight.withUnsafeBufferPointer { w in
+            rows(t, width: h * k) { b, e in
+                for r in b..<e {
+                    let row = projected + r * 3 * h, cGate = row + h, out = mixed + r * h
+                    let bx = bxRows + r * h, state = states[r].pointer
+                    fb_mul(row, row + 2 * h, bx, h)  // B ⊙ x
+                    for ch in 0..<h {
+                        var acc: Float = 0
+                        for j in 0..<history { acc += w[ch * k + j] * state[j * h + ch] }
+                        acc += w[ch * k + history] * bx[ch]
+                        out[ch] = cGate[ch] * acc
+                    }
+                    if history > 0 {
+                        memmove(state, state + h, (history - 1) * h * 4)
+                        memcpy(state + (history - 1) * h, bx, h * 4)
+                    }
+                }
+            }
+        }
+        parallel.matmul(outProj, mixed, t, operatorOut.pointer)
+    }
+
+    /// Where each new row of an attention layer goes: its position and the caches it writes and reads.
+    private struct RowPlacement {
+        /// All rows are consecutive positions of one sequence (prefill may then attend as one batch).
+        let sameSequence: Bool
+        let position: (Int) -> Int
+        let cache: (Int) -> CacheView
+    }
+
     /// GQA attention with per-head RMSNorm on q and k, rotate-half RoPE, and the KV cache: the t new rows' keys and
     /// values go into the cache, then each new row attends over the cache up to its own position.
     private func attention(_ t: Int, qProj: fb_matrix, kProj: fb_matrix, vProj: fb_matrix, outProj: fb_matrix,
-                           qNorm: [Float], kNorm: [Float], keys: LazyBuffer, values: LazyBuffer) {
+                           qNorm: [Float], kNorm: [Float], rows placement: RowPlacement) {
         let c = model.config, stride = c.numAttentionHeads * c.headDim + 2 * c.numKeyValueHeads * c.headDim
         let qkv = projected.pointer  // per row: [q (heads × hd) | k (kvHeads × hd) | v (kvHeads × hd)]
         parallel.matmul(qProj, normed.pointer, ldx: c.hiddenSize, t, qkv, ldy: stride)
         parallel.matmul(kProj, normed.pointer, ldx: c.hiddenSize, t, qkv + c.numAttentionHeads * c.headDim, ldy: stride)
         parallel.matmul(vProj, normed.pointer, ldx: c.hiddenSize, t, qkv + (c.numAttentionHeads + c.numKeyValueHeads) * c.headDim,
                         ldy: stride)
-        normalizeRotateAndCache(t, qkv: qkv, qNorm: qNorm, kNorm: kNorm, keys: keys, values: values)
-        if t >= fb_batched_min_tokens() {
-            batchedAttention(t, qkv: qkv, keys: keys, values: values)
+        normalizeRotateAndCache(t, qkv: qkv, qNorm: qNorm, kNorm: kNorm, rows: placement)
+        if placement.sameSequence && t >= fb_batched_min_tokens() {
+            batchedAttention(t, qkv: qkv, cache: placement.cache(0))
         } else {
-            tokenAttention(t, qkv: qkv, keys: keys, values: values)
+            tokenAttention(t, qkv: qkv, rows: placement)
         }
         parallel.matmul(outProj, mixed.pointer, t, operatorOut.pointer)
     }
@@ -327,19 +395,19 @@ public final class LFM2Session {
 
     /// Per new row: RMSNorm per head on q and k, RoPE at its position, then its keys and values into the cache.
     private func normalizeRotateAndCache(_ t: Int, qkv q: UnsafeMutablePointer<Float>, qNorm: [Float], kNorm: [Float],
-                                         keys: LazyBuffer, values: LazyBuffer) {
+                                         rows placement: RowPlacement) {
         let c = model.config, hd = c.headDim, heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads
         let qWidth = heads * hd, kvWidth = kvHeads * hd, stride = qWidth + 2 * kvWidth
-        let headSpan = contextLength, start = position, eps = c.normEps, half = hd / 2
+        let headSpan = contextLength, eps = c.normEps, half = hd / 2
         let ropeCos = self.ropeCos.pointer, ropeSin = self.ropeSin.pointer
-        let f16 = kvCache == .f16, cache = CacheView(keys: keys, values: values)
+        let f16 = kvCache == .f16
         qNorm.withUnsafeBufferPointer { qn in
             kNorm.withUnsafeBufferPointer { kn in
                 inverseFrequency.withUnsafeBufferPointer { frequency in
                     parallel.forEachIndexedChunk(t, work: t * stride * 16) { chunk, b, e in
                         let cosTable = ropeCos + chunk * half, sinTable = ropeSin + chunk * half
                         for r in b..<e {
-                            let pos = start + r
+                            let pos = placement.position(r), cache = placement.cache(r)
                             let row = q + r * stride
                             for head in 0..<heads { fb_rmsnorm(row + head * hd, qn.baseAddress!, row + head * hd, hd, eps) }
                             for head in 0..<kvHeads { fb_rmsnorm(row + qWidth + head * hd, kn.baseAddress!, row + qWidth + head * hd, hd, eps) }
@@ -371,12 +439,12 @@ public final class LFM2Session {
     /// first position+r+1 and zeroed after them, then out = scores v (sgemm); heads split across threads. An f16
     /// cache is widened one key/value head at a time into the thread's scratch (once per head a thread meets: span × hd
     /// values, against t × span × hd multiply-adds of the products).
-    private func batchedAttention(_ t: Int, qkv: UnsafeMutablePointer<Float>, keys: LazyBuffer, values: LazyBuffer) {
+    private func batchedAttention(_ t: Int, qkv: UnsafeMutablePointer<Float>, cache: CacheView) {
         let c = model.config, hd = c.headDim, heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads
         let qWidth = heads * hd, stride = qWidth + 2 * kvHeads * hd, groups = heads / kvHeads
         let scale = 1 / Float(hd).squareRoot(), headSpan = contextLength
         let qs = UnsafeSendable(qkv), out = UnsafeSendable(mixed.pointer)
-        let caches = UnsafeSendable(CacheView(keys: keys, values: values))
+        let caches = UnsafeSendable(cache)
         let span = position + t
         let slabs = UnsafeSendable(batchScores.pointer)
         let start = position, slab = maxBatch * contextLength
@@ -409,17 +477,17 @@ public final class LFM2Session {
         }
     }
 
-    /// Few new rows (decode): per row, each key/value head with its `groups` query heads reads its cache rows once
-    /// (fb_attend); the key/value heads are split across threads.
-    private func tokenAttention(_ t: Int, qkv: UnsafeMutablePointer<Float>, keys: LazyBuffer, values: LazyBuffer) {
+    /// Few new rows (decode, or sequences decoded together): per row, each key/value head with its `groups` query
+    /// heads reads its cache rows once (fb_attend); the key/value heads are split across threads.
+    private func tokenAttention(_ t: Int, qkv: UnsafeMutablePointer<Float>, rows placement: RowPlacement) {
         let c = model.config, hd = c.headDim, heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads
         let qWidth = heads * hd, stride = qWidth + 2 * kvHeads * hd, groups = heads / kvHeads
         let scale = 1 / Float(hd).squareRoot(), headSpan = contextLength, f16 = kvCache == .f16
         let qs = UnsafeSendable(qkv), out = UnsafeSendable(mixed.pointer)
-        let caches = UnsafeSendable(CacheView(keys: keys, values: values))
         let slabs = UnsafeSendable(decodeScores.pointer), slab = groups * contextLength
         for r in 0..<t {
-            let span = position + r + 1
+            let span = placement.position(r) + 1
+            let caches = UnsafeSendable(placement.cache(r))
             parallel.forEachIndexedChunk(kvHeads, work: kvHeads * groups * span * hd * 4) { chunk, begin, end in
                 let s = slabs.value + chunk * slab
                 for kvHead in begin..<end {
