@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "FireboltRuntime", targets: ["Runtime"]),
         .executable(name: "fbconvert", targets: ["fbconvert"]),
         .executable(name: "fbrun", targets: ["fbrun"]),
+        .executable(name: "fbserve", targets: ["fbserve"]),
     ],
     targets: [
         // System libraries, found through pkg-config (Debian: libzstd-dev).
@@ -34,7 +35,10 @@ let package = Package(
         // ops, the thread pool, hashing; SIMD chosen at run time.
         .target(name: "Kernels", cSettings: kernelSettings),
 
-        // Small argument parser shared by both tools.
+        // HTTP/1.1 on libmicrohttpd (Debian: libmicrohttpd-dev): the sockets, threads and body limits under fbserve.
+        .target(name: "HTTP", linkerSettings: [.linkedLibrary("microhttpd")]),
+
+        // Small argument parser shared by the tools.
         .target(name: "CommandLineKit"),
 
         // Byte-level BPE tokenizer with tokenizer.json's pre-tokenizers, post-processors and decoders (Foundation only).
@@ -49,7 +53,11 @@ let package = Package(
         // safetensors reading, sanitising, quantization policy, .fbm writing.
         .target(name: "Converter", dependencies: ["Runtime", "Kernels", "CZstd"]),
 
+        // The OpenAI-compatible API: request parsing and errors, the engine that decodes sequences together, metrics.
+        .target(name: "Server", dependencies: ["Runtime", "HTTP"]),
+
         .executableTarget(name: "fbconvert", dependencies: ["Converter", "Runtime", "CommandLineKit"]),
+        .executableTarget(name: "fbserve", dependencies: ["Server", "Runtime", "CommandLineKit"]),
         .executableTarget(name: "fbrun", dependencies: ["Runtime", "Benchmarks", "CommandLineKit"]),
         // The library's example: an app that asks a model about an image (uses only the public API).
         .executableTarget(name: "ask", dependencies: ["Runtime"], path: "Examples/ask"),
@@ -65,6 +73,6 @@ let package = Package(
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Benchmarks", "Kernels", "Converter", "TestSupport"]),
         .testTarget(name: "ConverterTests", dependencies: ["Converter", "Runtime", "Kernels", "TestSupport"]),
         // End-to-end: runs the built fbconvert / fbrun binaries as a user would.
-        .testTarget(name: "ToolTests", dependencies: ["fbconvert", "fbrun", "fbfuzz", "ask", "Converter", "Runtime", "Kernels", "TestSupport"]),
+        .testTarget(name: "ToolTests", dependencies: ["fbconvert", "fbrun", "fbserve", "fbfuzz", "ask", "Converter", "Runtime", "Kernels", "TestSupport"]),
     ]
 )

@@ -3,8 +3,10 @@
 set -euo pipefail
 # gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user: scripts/test-arm.sh (the ARM kernel tests);
 # libsimde-dev: scripts/test-x86-emulated.sh (the AVX-VNNI / AVX-512 kernel tests).
-packages=(pkg-config libzstd-dev libpng-dev libturbojpeg0-dev
-    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libsimde-dev)
+# libmicrohttpd-dev: fbserve's HTTP; curl, python3-venv: its tests (scripts/test-openai-client.sh installs the pinned
+# OpenAI Python client into a venv).
+packages=(pkg-config libzstd-dev libpng-dev libturbojpeg0-dev libmicrohttpd-dev
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libsimde-dev curl python3-venv)
 if [ "${1:-}" = "--list" ]; then echo "${packages[@]}"; exit 0; fi
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
