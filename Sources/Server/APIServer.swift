@@ -321,8 +321,12 @@ public final class APIServer {
         metric("fbserve_completion_tokens_total", "counter", "Tokens generated.", [("", Double(counters.completionTokens))])
         metric("fbserve_requests_cancelled_total", "counter", "Generations stopped because the client went away.",
                [("", Double(counters.cancelled))])
-        metric("fbserve_decode_tokens_per_second", "gauge", "Generated tokens per second of decode steps, all sequences together.",
-               [("", counters.decodeSeconds > 0 ? Double(counters.completionTokens) / counters.decodeSeconds : 0)])
+        metric("fbserve_decode_seconds_total", "counter", "Time spent in decode steps (all running sequences together).",
+               [("", counters.decodeSeconds)])
+        metric("fbserve_decode_tokens_total", "counter", "Tokens run through decode steps (one per running sequence per step).",
+               [("", Double(counters.decodedTokens))])
+        metric("fbserve_decode_tokens_per_second", "gauge", "Decode throughput so far: decode tokens over decode seconds.",
+               [("", counters.decodeSeconds > 0 ? Double(counters.decodedTokens) / counters.decodeSeconds : 0)])
         metric("fbserve_requests_running", "gauge", "Requests generating now.", [("", Double(load.running))])
         metric("fbserve_queue_depth", "gauge", "Requests waiting for a free slot.", [("", Double(load.waiting))])
         metric("fbserve_peak_rss_bytes", "gauge", "Peak resident memory of the process.", [("", Double(ProcessMemory.peakResidentBytes))])

@@ -81,8 +81,10 @@ struct EngineCounters {
     var promptTokens = 0
     var reusedPromptTokens = 0
     var completionTokens = 0
+    /// Time in decode steps, and the rows (one token of one sequence each) they ran.
     var decodeSeconds = 0.0
     var decodeSteps = 0
+    var decodedTokens = 0
     var prefillSeconds = 0.0
     var cancelled = 0
     var finished = 0
@@ -255,6 +257,7 @@ final class Engine {
             lock.lock()
             counters.decodeSeconds += Date().timeIntervalSince(clock)
             counters.decodeSteps += 1
+            counters.decodedTokens += stepping.count
             lock.unlock()
         }
     }

@@ -24,14 +24,15 @@ final class DecodeTogetherTests: XCTestCase {
         return try LoadedModel(path: path, threads: 2)
     }
 
-    /// Three sequences with prompts of different lengths (so different positions), one about the image: four tokens
-    /// decoded together against the same tokens decoded one sequence at a time.
+    /// Three sequences with prompts of different lengths (so different positions), the first two about the image
+    /// (they go through the modulator together), the third text only: four tokens decoded together against the same
+    /// tokens decoded one sequence at a time.
     func check(bits: Int, kvCache: KVCacheType, textOnlyDecoder: Bool) throws {
         let m = try model(bits: bits)
         let vocab = m.config.text.vocabSize
         let image = try m.encodeImage(path: Fixtures.tiny + "/image.png")
         let prompts: [[Int32]] = [m.chatPromptIds(question: "How many shapes are there?", withImage: !textOnlyDecoder),
-                                  m.chatPromptIds(question: "What?", withImage: false),
+                                  m.chatPromptIds(question: "What?", withImage: !textOnlyDecoder),
                                   m.chatPromptIds(question: "Is there a red square in the picture at all?", withImage: false)]
         let steps: [[Int32]] = [[5, 9, 17], [33, 2, 8], [100, 101, 102], [7, 7, 7]]
 
@@ -41,7 +42,7 @@ final class DecodeTogetherTests: XCTestCase {
                     return LFM2Session(model: m.decoder, contextLength: 128, threads: 2, kvCache: kvCache)
                 }
                 let s = FireboltVLSession(model: m.vision!, contextLength: 128, threads: 2, kvCache: kvCache)
-                try s.setImage(grid: i == 0 ? image.grid : nil)
+                try s.setImage(grid: i < 2 ? image.grid : nil)
                 return s
             }
         }

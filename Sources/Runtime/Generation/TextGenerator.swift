@@ -23,7 +23,10 @@ extension LFM2Session: SequenceSession {
         }
         guard tokens.count == sequences.count else { throw FireboltError("\(sequences.count) sessions but \(tokens.count) tokens") }
         try model.checkTokens(tokens)
-        try decodeTogether(sequences, logits: logits) { r, row in model.embed(tokens[r], into: row) }
+        let h = model.config.hiddenSize
+        try decodeTogether(sequences, logits: logits) { rows in
+            for r in 0..<tokens.count { model.embed(tokens[r], into: rows + r * h) }
+        }
     }
 }
 

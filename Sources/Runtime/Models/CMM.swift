@@ -159,7 +159,7 @@ public final class CMMSession {
     }
 
     /// Per-token grid weights (top-k softmax per head, averaged over heads) for the query row `q`, into `w`.
-    private func gridAttention(_ q: UnsafePointer<Float>, into w: UnsafeMutablePointer<Float>) {
+    private func gridAttention(_ q: UnsafePointer<Float>, keys: FloatBuffer, into w: UnsafeMutablePointer<Float>) {
         let c = modulator.config, g = c.numGrids, hd = c.headDim, inner = c.numHeads * hd
         let keep = min(c.topK, g)
         let scale = 1 / Float(hd).squareRoot()
@@ -182,19 +182,38 @@ public final class CMMSession {
         for i in 0..<g { w[i] /= Float(c.numHeads) }
     }
 
-    /// The whole modulator for t ≤ maxBatch rows.
-    private func step(_ text: UnsafePointer<Float>, _ t: Int, _ output: UnsafeMutablePointer<Float>) {
+    /// One token for each of `sessions` (this modulator's; each at most once; this one may be among them), row r of
+    /// `textEmbeddings` for session r at its own position, against its own image and S4 history; the products run
+    /// on all rows at once, on this session's scratch. `output` may be the same memory as `textEmbeddings`.
+    public func forwardTogether(_ sessions: [CMMSession], textEmbeddings: UnsafePointer<Float>,
+                                output: UnsafeMutablePointer<Float>) throws {
+        guard sessions.count <= maxBatch else { throw FireboltError("\(sessions.count) sequences at once, but a step holds \(maxBatch) rows") }
+        guard Set(sessions.map { ObjectIdentifier($0) }).count == sessions.count else { throw FireboltError("a sequence appears twice in one step") }
+        for s in sessions {
+            guard s.modulator === modulator else { throw FireboltError("sequences of different models cannot decode together") }
+            guard s.hasImage else { throw FireboltError("the cross-modal modulator needs an image (setImage) before text") }
+        }
+        step(textEmbeddings, sessions.count, output, together: sessions)
+    }
+
+    /// The whole modulator for t ≤ maxBatch rows: at positions position..<position+t of this sequence, or with
+    /// `together`, row r at the next position of session r (its image's K and V, its S4 history).
+    private func step(_ text: UnsafePointer<Float>, _ t: Int, _ output: UnsafeMutablePointer<Float>,
+                      together: [CMMSession]? = nil) {
         let m = modulator, c = m.config, dt = c.textDim, inner = c.numHeads * c.headDim, g = c.numGrids
         let eps = c.layerNormEps, gate = m.gate, taps = c.s4Taps
+        func owner(_ r: Int) -> CMMSession { together?[r] ?? self }
+        func positionOf(_ r: Int) -> Int { together.map { $0[r].position } ?? position + r }
 
         // Correlation with the grid → per-token context c.
         parallel.matmul(m.qProj, text, t, query.pointer)
         let w = gridWeights.pointer
         for r in 0..<t {
-            gridAttention(query.pointer + r * inner, into: w)
+            let image = owner(r)
+            gridAttention(query.pointer + r * inner, keys: image.keys, into: w)
             let row = context.pointer + r * dt
             memset(row, 0, dt * 4)
-            for i in 0..<g { fb_axpy(w[i], values.pointer + i * dt, row, dt) }
+            for i in 0..<g { fb_axpy(w[i], image.values.pointer + i * dt, row, dt) }
         }
 
         // x = LN_in(text) ⊙ (1 + g·s_in) + g·b_in.
@@ -211,7 +230,7 @@ public final class CMMSession {
             m.s4D.withUnsafeBufferPointer { d in
                 let lags = tapsBuffer.baseAddress!
                 for r in 0..<t {
-                    let p = position + r
+                    let p = positionOf(r), history = owner(r).history
                     let x = modulated.pointer + r * dt
                     memcpy(history.pointer + (p % taps) * dt, x, dt * 4)
                     let z = mixed.pointer + r * dt
@@ -233,7 +252,7 @@ public final class CMMSession {
         for r in 0..<t {
             let y = mixed.pointer + r * dt, a = glu.pointer + r * 2 * dt
             for i in 0..<dt { y[i] = a[i] * (1 / (1 + expf(-a[dt + i]))) }
-            debugHook?(.s4Output, position + r, y)
+            debugHook?(.s4Output, positionOf(r), y)
         }
 
         // y ⊙ (1 + g·s_out) + g·b_out; h = text + y.
@@ -256,6 +275,6 @@ public final class CMMSession {
         for r in 0..<t {
             fb_layernorm(residual.pointer + r * dt, m.normOutWeight, m.normOutBias, output + r * dt, dt, eps)
         }
-        position += t
+        if let together { for s in together { s.position += 1 } } else { position += t }
     }
 }

@@ -105,14 +105,22 @@ public final class FireboltVLSession {
     public func decodeTogether(_ sessions: [FireboltVLSession], tokens: [Int32], logits: UnsafeMutablePointer<Float>) throws {
         guard sessions.count == tokens.count else { throw FireboltError("\(sessions.count) sessions but \(tokens.count) tokens") }
         try model.decoder.checkTokens(tokens)
-        try decoder.decodeTogether(sessions.map(\.decoder), logits: logits) { r, row in
-            let session = sessions[r]
-            guard session.model === model else { throw FireboltError("sessions of different models cannot decode together") }
-            model.decoder.embed(tokens[r], into: row)
-            if session.hasImage {
+        for s in sessions where s.model !== model { throw FireboltError("sessions of different models cannot decode together") }
+        let h = model.config.text.hiddenSize
+        try decoder.decodeTogether(sessions.map(\.decoder), logits: logits) { rows in
+            for r in 0..<sessions.count { model.decoder.embed(tokens[r], into: rows + r * h) }
+            // Each run of consecutive sessions with an image goes through the modulator at once (one read of its
+            // weights for the run; a step is usually one run).
+            var r = 0
+            while r < sessions.count {
+                guard sessions[r].hasImage else { r += 1; continue }
+                var end = r + 1
+                while end < sessions.count && sessions[end].hasImage { end += 1 }
                 let clock = Date()
-                try session.modulator.forward(textEmbeddings: row, count: 1, output: row)
-                session.modulatorSeconds += Date().timeIntervalSince(clock)
+                try modulator.forwardTogether(sessions[r..<end].map(\.modulator), textEmbeddings: rows + r * h, output: rows + r * h)
+                let seconds = Date().timeIntervalSince(clock) / Double(end - r)
+                for s in sessions[r..<end] { s.modulatorSeconds += seconds }
+                r = end
             }
         }
     }

@@ -232,13 +232,12 @@ public final class LFM2Session {
     }
 
     /// Decodes one token for each of `sequences` (sessions of this model, each at most once; this one may be among
-    /// them) in one pass through the layers, so every weight is read once for all of them. Row r of the residual
-    /// stream is sequence r's input, written by `load(r, destination)` (H floats); it goes at that sequence's own
-    /// next position, against its own caches. Runs on this session's scratch; writes sequence r's logits to
-    /// `logits + r × vocab`.
+    /// them) in one pass through the layers, so every weight is read once for all of them. `load(rows)` writes the
+    /// inputs, row r (H floats at rows + r × H) for sequence r; row r goes at that sequence's own next position,
+    /// against its own caches. Runs on this session's scratch; writes sequence r's logits to `logits + r × vocab`.
     public func decodeTogether(_ sequences: [LFM2Session], logits: UnsafeMutablePointer<Float>,
-                               load: (Int, UnsafeMutablePointer<Float>) throws -> Void) throws {
-        let t = sequences.count, h = model.config.hiddenSize
+                               load: (UnsafeMutablePointer<Float>) throws -> Void) throws {
+        let t = sequences.count
         guard t > 0 else { return }
         guard t <= maxBatch else { throw FireboltError("\(t) sequences at once, but a step holds \(maxBatch) rows") }
         guard Set(sequences.map { ObjectIdentifier($0) }).count == t else { throw FireboltError("a sequence appears twice in one step") }
@@ -249,7 +248,7 @@ public final class LFM2Session {
                 throw FireboltError("the sequence needs \(s.position + 1) positions but the context holds \(s.contextLength) (use --ctx)")
             }
         }
-        for r in 0..<t { try load(r, hidden.pointer + r * h) }
+        try load(hidden.pointer)
         step(t, together: sequences)
         outputHead(rows: t, into: logits)
     }
