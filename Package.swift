@@ -63,7 +63,7 @@ let package = Package(
         .executableTarget(name: "ask", dependencies: ["Runtime"], path: "Examples/ask"),
 
         // Every parser of untrusted bytes as a libFuzzer target (scripts/fuzz.sh), or replaying files through one.
-        .executableTarget(name: "fbfuzz", dependencies: ["Converter", "Runtime"]),
+        .executableTarget(name: "fbfuzz", dependencies: ["Converter", "Runtime", "Server"]),
 
         // Fixture paths, temporary folders and running the built tools, for the test targets only.
         .target(name: "TestSupport", dependencies: ["Runtime"], path: "Tests/Support"),

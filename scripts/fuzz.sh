@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers of untrusted input with libFuzzer under AddressSanitizer:
 #
-#   scripts/fuzz.sh TARGET SECONDS      TARGET: fbm safetensors config tokenizer npy image, or all (each in turn)
+#   scripts/fuzz.sh TARGET SECONDS      TARGET: fbm safetensors config tokenizer npy image request, or all (each in turn)
 #
 # Builds fbfuzz (Sources/fbfuzz) into .build-fuzz with coverage and ASan. Seeds: Tests/Fixtures/fuzz/seeds, the
 # tiny checkpoint's files, a .fbm converted from it, and every reproducer in Tests/Fixtures/fuzz/regressions; the
@@ -12,7 +12,7 @@
 # does; a longer run here covers CI's 60 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all="fbm safetensors config tokenizer npy image"
+all="fbm safetensors config tokenizer npy image request"
 if [ $# -ne 2 ] || ! [[ "$2" =~ ^[0-9]+$ ]]; then
     echo "usage: scripts/fuzz.sh TARGET|all SECONDS   (targets: $all)" >&2; exit 64
 fi

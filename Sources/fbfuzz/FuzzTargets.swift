@@ -5,6 +5,7 @@
 import Converter
 import Foundation
 import Runtime
+import Server
 
 /// Files a target reads by path get the input through one temporary file, rewritten for every input.
 let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("fbfuzz-\(getpid())").path
@@ -38,13 +39,25 @@ let targets: [String: (Data) throws -> Void] = [
         _ = try tokenizer.decode(ids)
     },
     "npy": { data in _ = try NumpyArray(npy: data) },
+    // An fbserve request body (chat and completions), with the tiny checkpoint's tokenizer and a 4-megapixel limit.
+    "request": { data in try requestParser!.check(body: data) },
     // PNG and JPEG (recognised by their first bytes), within a 4-megapixel limit.
     "image": { data in _ = try ImageDecoder.decode(data: data, name: "input", maxPixels: 1 << 22) },
 ]
 
-/// The `config` target needs a checkpoint beside its input: `checkpoint` (a small one) is copied once.
+/// The `request` target's parser (set up once by `prepare`, with the checkpoint's tokenizer).
+var requestParser: RequestParser?
+
+/// The `config` target needs a checkpoint beside its input: `checkpoint` (a small one) is copied once; the `request`
+/// target its tokenizer.
 func prepare(target: String, checkpoint: String?) throws {
     try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+    if target == "request" {
+        guard let checkpoint else { throw FireboltError("the request target needs --checkpoint DIR (its tokenizer.json)") }
+        let tokenizer = try Tokenizer(json: try Data(contentsOf: URL(fileURLWithPath: checkpoint + "/tokenizer.json")))
+        requestParser = RequestParser(tokenizer: tokenizer, architecture: "fireboltlm", takesImages: true,
+                                      contextLength: 4096, maxImagePixels: 1 << 22)
+    }
     if target == "config" {
         guard let checkpoint else { throw FireboltError("the config target needs --checkpoint DIR (a small checkpoint)") }
         checkpointFolder = scratch + "/checkpoint"
@@ -76,7 +89,7 @@ func select(_ name: String, checkpoint: String?) {
 
 #if FUZZING
 // libFuzzer owns main and the command line (its options and corpus folders): the target comes from the
-// environment, FBFUZZ_TARGET and, for `config`, FBFUZZ_CHECKPOINT.
+// environment, FBFUZZ_TARGET and, for `config` and `request`, FBFUZZ_CHECKPOINT.
 @_cdecl("LLVMFuzzerInitialize")
 public func fuzzerInitialize(_ argc: UnsafeMutablePointer<Int32>?, _ argv: UnsafeMutableRawPointer?) -> Int32 {
     let environment = ProcessInfo.processInfo.environment

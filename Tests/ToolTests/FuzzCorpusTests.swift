@@ -36,6 +36,7 @@ final class FuzzCorpusTests: XCTestCase {
         try replay("npy", [seeds + "/npy", Fixtures.golden + "/input_ids.npy"], expecting: 5)
         try replay("tokenizer", [Fixtures.tiny + "/tokenizer.json", Fixtures.shapesModel + "/tokenizer.json"], expecting: 2)
         try replay("config", [Fixtures.tiny + "/config.json", Fixtures.shapesModel + "/config.json"], expecting: 2)
+        try replay("request", [seeds + "/request"], expecting: 4)
         let model = folder.file("tiny-q4.fbm")
         _ = try FBMConverter.convert(input: Fixtures.tiny, output: model, options: ConversionOptions())
         try replay("fbm", [model], expecting: 1)
