@@ -359,6 +359,30 @@ QF void QX(matvec_q)(const fb_matrix *w, const float *x, size_t ldx, size_t n, f
                     q4 ? (float *)a.c[t] : NULL, nl ? 64.0f : 8.0f);
     }
     size_t r = row_begin;
+#if !QW512
+    // 256-bit: sixteen vector registers hold two tokens' partial sums in q4_tile, not four (with NT 3 or 4 they spill
+    // and the tile runs 4-5x slower than NT 1). Three or four tokens go as pairs over each row, whose weights are
+    // still in L1 for the second pair, so memory is read once.
+    if (q4 && n >= 3) {
+        fb__qact upper = a;
+        for (size_t t = 2; t < n; t++) {
+            upper.q[t - 2] = a.q[t];
+            upper.d[t - 2] = a.d[t];
+            upper.c[t - 2] = a.c[t];
+        }
+        // NL, RB and NT as constants in every call, so that each tile is specialised (unrolled, no spills).
+#define QPAIRS(NL)                                                                    \
+    for (; r < row_end; r++) {                                                        \
+        QX(q4_tile)(NL, 1, 2, w, &a, y, ldy, r);                                      \
+        if (n == 3) QX(q4_tile)(NL, 1, 1, w, &upper, y + 2 * ldy, ldy, r);            \
+        else QX(q4_tile)(NL, 1, 2, w, &upper, y + 2 * ldy, ldy, r);                   \
+    }
+        if (nl) QPAIRS(1) else QPAIRS(0)
+#undef QPAIRS
+        free(heap);
+        return;
+    }
+#endif
 #define QROWS(TYPE, RB, NT)                                                                 \
     do {                                                                                    \
         for (; r + (RB) <= row_end; r += (RB)) TYPE(RB, NT, w, &a, y, ldy, r);   \
