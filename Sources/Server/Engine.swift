@@ -347,6 +347,8 @@ final class Engine {
         guard let job = slot.job else { return false }
         slot.ready = false
         if job.isCancelled {
+            // Whoever still waits on the job (a connection thread) must wake and end.
+            job.post(.failed(APIError(499, "the client closed the connection", type: "cancelled")))
             release(slot, cancelled: true)
             return false
         }

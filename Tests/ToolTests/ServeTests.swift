@@ -279,6 +279,24 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(try server.post("/v1/chat/completions", ["messages": [["role": "user", "content": "hi"]], "max_tokens": 2]).status, 200)
     }
 
+    /// A client waiting for a whole (not streamed) answer that hangs up stops its generation too.
+    func testDisconnectDuringAWholeAnswerStopsGeneration() throws {
+        let server = try ServerProcess(model: try tinyRandom, ["--ctx", "8192"])
+        defer { server.stop() }
+        let long: [String: Any] = ["messages": [["role": "user", "content": "Tell me everything."]], "temperature": 0, "max_tokens": 8000]
+        let fd = try HTTPClient.connect(port: server.port)
+        try HTTPClient.send(fd, method: "POST", path: "/v1/chat/completions", body: try json(long), headers: [:])
+        var waited = 0.0
+        while try server.metric("fbserve_requests_running") < 1 && waited < 10 { usleep(20_000); waited += 0.02 }
+        XCTAssertEqual(try server.metric("fbserve_requests_running"), 1, "the answer is being generated")
+        close(fd)
+        waited = 0
+        while try server.metric("fbserve_requests_running") > 0 && waited < 10 { usleep(50_000); waited += 0.05 }
+        XCTAssertEqual(try server.metric("fbserve_requests_running"), 0, "the generation stopped after the client left")
+        XCTAssertEqual(try server.metric("fbserve_requests_cancelled_total"), 1)
+        XCTAssertLessThan(try server.metric("fbserve_completion_tokens_total"), 8000)
+    }
+
     /// SIGTERM lets a running answer finish, refuses nothing half-way, and exits 0.
     func testSIGTERMFinishesTheRunningAnswerAndExitsCleanly() throws {
         let server = try ServerProcess(model: try tinyRandom, ["--ctx", "1024"])

@@ -36,10 +36,18 @@ final class ServerProcess {
         self.port = port
     }
 
-    /// SIGTERM, then the exit status and what it printed to stderr.
+    /// SIGTERM, then the exit status and what it printed to stderr. A server still running 30 s later is killed and
+    /// reported as status -1 (a hang fails the test instead of stalling the suite).
     @discardableResult
     func stop() -> (status: Int32, stderr: String) {
         if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        let deadline = Date(timeIntervalSinceNow: 30)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return (-1, "fbserve did not stop within 30 s of SIGTERM")
+        }
         process.waitUntilExit()
         return (process.terminationStatus, String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
     }
