@@ -323,6 +323,62 @@ final class ServeTests: XCTestCase {
         XCTAssertTrue(stopped.stderr.contains("shutting down"))
     }
 
+    /// Stop strings end the answer before them, whole or streamed; a seed makes sampling repeatable.
+    func testStopStringsAndSeededSampling() throws {
+        let model = try shapes
+        let server = try ServerProcess(model: model)
+        defer { server.stop() }
+        let full = try fbrunAnswer(model, "What is in the picture?", image: Self.exampleImage)
+        let cut = String(full[..<full.range(of: ",")!.lowerBound])
+        XCTAssertFalse(cut.isEmpty)
+        let body: [String: Any] = ["temperature": 0, "stop": [",", "zzz"],
+                                   "messages": [try Self.userMessage("What is in the picture?", image: Self.exampleImage)]]
+        let whole = try server.post("/v1/chat/completions", body)
+        XCTAssertEqual(whole.json.answerText, cut)
+        XCTAssertEqual(whole.json.finishReason, "stop")
+        var streamed = body
+        streamed["stream"] = true
+        let chunks = try server.post("/v1/chat/completions", streamed).events.dropLast()
+            .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        let text = chunks.compactMap { (($0["choices"] as? [[String: Any]])?.first?["delta"] as? [String: Any])?["content"] as? String }
+        XCTAssertEqual(text.joined(), cut, "no piece of the stop string is sent")
+
+        let random = try ServerProcess(model: try tinyRandom)
+        defer { random.stop() }
+        let sampled: [String: Any] = ["messages": [["role": "user", "content": "Say something."]], "temperature": 1,
+                                      "top_p": 0.9, "seed": 7, "max_tokens": 24]
+        let first = try random.post("/v1/chat/completions", sampled).json.answerText
+        XCTAssertNotNil(first)
+        XCTAssertEqual(try random.post("/v1/chat/completions", sampled).json.answerText, first)
+    }
+
+    /// A text-only LFM2 model: chat works (fbrun's greedy answer), an image is refused naming the part.
+    func testTextOnlyModelAnswersAndRefusesImages() throws {
+        let dir = Self.folder.file("plain-lfm2")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let source = try SafetensorsFile(path: Fixtures.tiny + "/model.safetensors")
+        let tensors = try source.tensorNames().filter { $0.hasPrefix("base_lm.") }.map { name -> (String, [Int], [Float]) in
+            (String(name.dropFirst("base_lm.".count)), try source.shape(name), try source.floatArray(name))
+        }
+        try SafetensorsBuilder.f32(tensors).write(to: URL(fileURLWithPath: dir + "/model.safetensors"))
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.tiny + "/config.json"))) as! [String: Any]
+        try JSONSerialization.data(withJSONObject: config["text_config"]!).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        for f in ["tokenizer.json", "tokenizer_config.json"] {
+            try? FileManager.default.copyItem(atPath: Fixtures.tiny + "/" + f, toPath: dir + "/" + f)
+        }
+        let model = try self.model("plain-lfm2-q8", input: dir, bits: 8)
+        let server = try ServerProcess(model: model, ["--parallel", "2"])
+        defer { XCTAssertEqual(server.stop().status, 0) }
+        let reply = try server.post("/v1/chat/completions", ["temperature": 0, "max_tokens": 12,
+                                                            "messages": [["role": "user", "content": "How many shapes are there?"]]])
+        XCTAssertEqual(reply.status, 200, reply.text)
+        XCTAssertEqual(reply.json.answerText, try fbrunAnswer(model, "How many shapes are there?", image: nil, maxTokens: 12))
+        let image = try server.post("/v1/chat/completions", ["messages": [try Self.userMessage("What is it?", image: Self.exampleImage)]])
+        XCTAssertEqual(image.status, 400)
+        XCTAssertEqual(image.errorParam, "messages[0].content[0]")
+        XCTAssertTrue(image.errorMessage?.contains("text-only") == true, image.text)
+    }
+
     func testBadCommandLinesAreRefusedWithAMessage() throws {
         let model = try shapes
         for (args, message) in [(["--host", "localhost"], "not an IPv4 address"), (["--parallel", "0"], "--parallel"),
