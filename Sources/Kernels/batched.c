@@ -6,51 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "batched_internal.h"
-#include "kernel_set.h"
+#include "registry.h"
 
-// ---- CPU and tuning --------------------------------------------------------------------------------------------
-
-// Whether the x86 SIMD batched kernels are in use: every x86 kernel set needs AVX2, FMA and F16C (matmul.c), and
-// FB_KERNELS=scalar turns them off too.
-int fb__cpu_has_avx2(void) {
-#if defined(__x86_64__) || defined(_M_X64)
-    return fb__kernel_set() != FB__SET_SCALAR;
-#else
-    return 0;
-#endif
-}
-
-int fb__cpu_has_dotprod(void) { return fb__kernel_set() == FB__SET_NEON_DOTPROD; }
-
-// ---- the batched products of each kernel set ----------------------------------------------------------------
-
-typedef void (*quantize_act_fn)(const float *x, size_t ldx, size_t t0, size_t t1, const fb__qact *a);
-
-// What each kernel set uses for the batched products, chosen once (fb__kernel_set()): the activation quantizer and
-// the packed int8 GEMM tiles of the int8 route (NULL: none, the scalar int8 reference runs), and whether it has an f32
-// GEMM of its own (simd_sgemm).
-typedef struct {
-    quantize_act_fn quantize_act;
-    const fb__pk_kernel *q4, *q8, *q4nl;
-    int has_sgemm;
-} batched_set;
-
-static const batched_set batched_sets[] = {
-    [FB__SET_SCALAR] = {fb__quantize_act_scalar, NULL, NULL, NULL, 0},
-#if defined(__x86_64__) || defined(_M_X64)
-    [FB__SET_AVX2] = {fb__quantize_act_avx2, &fb__pk_avx2_q4, &fb__pk_avx2_q8, &fb__pk_avx2_q4nl, 1},
-    [FB__SET_AVX2_VNNI] = {fb__quantize_act_avx2, &fb__pk_avx_vnni_q4, &fb__pk_avx_vnni_q8, &fb__pk_avx_vnni_q4nl, 1},
-    [FB__SET_AVX512] = {fb__quantize_act_avx2, &fb__pk_avx512_q4, &fb__pk_avx512_q8, &fb__pk_avx512_q4nl, 1},
-    [FB__SET_AVX512_VNNI] = {fb__quantize_act_avx2, &fb__pk_avx512_vnni_q4, &fb__pk_avx512_vnni_q8, &fb__pk_avx512_vnni_q4nl, 1},
-#endif
-#if defined(__aarch64__)
-    [FB__SET_NEON] = {fb__quantize_act_neon, &fb__pk_neon_q4, &fb__pk_neon_q8, &fb__pk_neon_q4nl, 1},
-    [FB__SET_NEON_DOTPROD] = {fb__quantize_act_neon, &fb__pk_dotprod_q4, &fb__pk_dotprod_q8, &fb__pk_dotprod_q4nl, 1},
-#endif
-};
-
-static const batched_set *active_set(void) { return &batched_sets[fb__kernel_set()]; }
+// ---- tuning ----------------------------------------------------------------------------------------------------
 
 // GEMM blocking: NC rows x KC columns of f32 packed at a time (128 KiB, half the L2 of the CPUs this was tuned
 // on); FB_GEMM_NC / FB_GEMM_KC override, for tuning.
@@ -115,22 +73,21 @@ static void scale_c(float *c, size_t ldc, size_t m, size_t n, float f) {
 // c (+)= A B on the kernel path's GEMM (AVX2 or NEON); 0 where there is none (the scalar path, other CPUs).
 static int simd_sgemm(int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
                       float *c, size_t ldc, int accumulate) {
-    if (!active_set()->has_sgemm) return 0;
-#if defined(__x86_64__) || defined(_M_X64)
-    // c[i][j] = sum_k a[i][k] B(k, j): "tokens" are the rows of a, "weight rows" the columns of c.
-    const fb_source src = {.type = FB_F32, .rows = n, .cols = k, .stride = ldb, .transposed = !trans_b, .f32 = b};
-    const size_t nc = gemm_nc, kc = gemm_kc;
-    float *pack = thread_pack_buffer(fb__gemm_pack_floats(nc, kc));
-    for (size_t r = 0; r < n; r += nc)
-        fb__gemm_block_avx2(&src, a, lda, m, c, ldc, r, n - r < nc ? n : r + nc, kc, pack, accumulate);
-    return 1;
-#elif defined(__aarch64__)
-    fb__sgemm_neon(trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate, thread_pack_buffer(fb__sgemm_pack_floats()));
-    return 1;
-#else
-    (void)trans_b, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)c, (void)ldc, (void)accumulate;
+    const fb__kernel_table *kt = fb__kernels();
+    if (kt->gemm_block) {
+        // c[i][j] = sum_k a[i][k] B(k, j): "tokens" are the rows of a, "weight rows" the columns of c.
+        const fb_source src = {.type = FB_F32, .rows = n, .cols = k, .stride = ldb, .transposed = !trans_b, .f32 = b};
+        const size_t nc = gemm_nc, kc = gemm_kc;
+        float *pack = thread_pack_buffer(kt->gemm_pack_floats(nc, kc));
+        for (size_t r = 0; r < n; r += nc)
+            kt->gemm_block(&src, a, lda, m, c, ldc, r, n - r < nc ? n : r + nc, kc, pack, accumulate);
+        return 1;
+    }
+    if (kt->sgemm) {
+        kt->sgemm(trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate, thread_pack_buffer(kt->sgemm_pack_floats()));
+        return 1;
+    }
     return 0;
-#endif
 }
 
 void fb_sgemm(int trans_b, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b,
@@ -312,9 +269,9 @@ int fb_batched_select(const char *name) {
 // AArch64: with the dot product or plain NEON), or NULL (the scalar path).
 static const fb__pk_kernel *packed_kernel(const fb_matrix *w) {
     switch (w->type) {
-    case FB_Q4: return active_set()->q4;
-    case FB_Q8: return active_set()->q8;
-    case FB_Q4NL: return active_set()->q4nl;
+    case FB_Q4: return fb__kernels()->packed_q4;
+    case FB_Q8: return fb__kernels()->packed_q8;
+    case FB_Q4NL: return fb__kernels()->packed_q4nl;
     default: return NULL;
     }
 }
@@ -327,7 +284,7 @@ static int route_for(const fb_matrix *w, size_t n) {
     // f32 GEMM; scripts/bench-gemm.sh); int8 asked for without one runs the scalar int8 reference.
     if (quant && (sel == SEL_INT8 || (sel == SEL_AUTO && packed_kernel(w)))) return ROUTE_INT8;
     // The rest: the f32 GEMM with AVX2, else fb_matmul (float for n > 4).
-    return fb__cpu_has_avx2() ? ROUTE_GEMM : ROUTE_MATMUL;
+    return fb__kernels()->gemm_block ? ROUTE_GEMM : ROUTE_MATMUL;
 }
 
 const char *fb_batched_route(const fb_matrix *w, size_t n) {
@@ -383,7 +340,7 @@ static void quantize_chunk(void *p, int c, int chunks) {
     job *j = p;
     size_t b, e;
     split(j->n, 1, c, chunks, &b, &e);
-    active_set()->quantize_act(j->x, j->ldx, b, e, &j->act);
+    fb__kernels()->quantize_act(j->x, j->ldx, b, e, &j->act);
 }
 
 static void int8_chunk(void *p, int c, int chunks) {
@@ -399,18 +356,17 @@ static void int8_chunk(void *p, int c, int chunks) {
     }
 }
 
-#if defined(__x86_64__) || defined(_M_X64)
 static void gemm_chunk(void *p, int c, int chunks) {
     job *j = p;
     (void)chunks;
     const fb_matrix *w = j->w;
+    const fb__kernel_table *kt = fb__kernels();
     const fb_source src = {.type = w->type, .rows = w->rows, .cols = w->cols, .stride = w->cols, .data = w->data,
                            .scales = w->scales};
-    float *pack = slot_buffer(j->ws, c, fb__gemm_pack_floats(gemm_nc, gemm_kc));
+    float *pack = slot_buffer(j->ws, c, kt->gemm_pack_floats(gemm_nc, gemm_kc));
     size_t b, e;
-    while (next_block(j, &b, &e)) fb__gemm_block_avx2(&src, j->x, j->ldx, j->n, j->y, j->ldy, b, e, gemm_kc, pack, 0);
+    while (next_block(j, &b, &e)) kt->gemm_block(&src, j->x, j->ldx, j->n, j->y, j->ldy, b, e, gemm_kc, pack, 0);
 }
-#endif
 
 void fb_matmul_pool(fb_pool *pool, fb_workspace *ws, const fb_matrix *w, const float *x, size_t ldx, size_t n,
                     float *y, size_t ldy) {
@@ -437,12 +393,10 @@ void fb_matmul_pool(fb_pool *pool, fb_workspace *ws, const fb_matrix *w, const f
             ws->ex = grow(ws->ex, &ws->scale_cap, n * ng * 4);
         }
         j.act = (fb__qact){.xq = ws->xq, .dx = ws->dx, .ex = ws->ex, .n = n, .cols = cols, .ng = ng};
-#if defined(__x86_64__) || defined(_M_X64)
-        if (fb__cpu_has_avx2()) {  // the packed kernels read the interleaved copy
+        if (fb__kernels()->act_interleaved) {  // the packed kernels read the interleaved copy
             const size_t tiles = (n + FB__XI_TOKENS - 1) / FB__XI_TOKENS;
             j.act.xi = ws->xi = grow(ws->xi, &ws->xi_cap, tiles * ng * 256);
         }
-#endif
         fb_pool_run_chunks(pool, n < (size_t)threads ? (int)n : threads, quantize_chunk, &j);
         j.block = 64;
         fb_pool_run_chunks(pool, threads, int8_chunk, &j);
@@ -452,7 +406,5 @@ void fb_matmul_pool(fb_pool *pool, fb_workspace *ws, const fb_matrix *w, const f
     size_t block = gemm_nc;
     while (block > 16 && w->rows / block < (size_t)threads * 4) block /= 2;
     j.block = block;
-#if defined(__x86_64__) || defined(_M_X64)
     fb_pool_run_chunks(pool, threads, gemm_chunk, &j);
-#endif
 }

@@ -92,8 +92,5 @@ extern const fb__pk_kernel fb__pk_dotprod_q4, fb__pk_dotprod_q8, fb__pk_neon_q4,
     fb__pk_neon_q4nl;
 #endif
 
-int fb__cpu_has_avx2(void);
-// fb_matmul runs its "neon-dotprod" path (an AArch64 CPU with SDOT, not overridden).
-int fb__cpu_has_dotprod(void);
 
 #endif

@@ -1,6 +1,6 @@
 // The CPU's features, detected once for every kernel file (cpuid and xgetbv on x86-64, HWCAP on AArch64). Under
 // FB_EMULATE_X86 (SIMDe standing in for the instructions, x86/simd.h) every x86 feature is claimed.
-#include "kernel_set.h"
+#include "cpu.h"
 
 #include <stdatomic.h>
 #include <stdint.h>

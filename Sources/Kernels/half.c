@@ -3,7 +3,7 @@
 // (verified exhaustively for f16 -> f32 and on random bit patterns for f32 -> f16: KernelsTests, and
 // Tests/KernelPaths/kernel_paths_test.c under qemu).
 #include "Kernels.h"
-#include "kernel_set.h"
+#include "cpu.h"
 
 #include <string.h>
 

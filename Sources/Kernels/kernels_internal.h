@@ -3,7 +3,7 @@
 #define FIREBOLT_KERNELS_INTERNAL_H
 
 #include "Kernels.h"
-#include "kernel_set.h"
+#include "cpu.h"
 
 #include <stdlib.h>
 
@@ -12,6 +12,20 @@
     const fb_matrix *w, const float *x, size_t ldx, size_t n, float *y, size_t ldy, size_t row_begin, \
         size_t row_end
 #define FB__MM_PASS w, x, ldx, n, y, ldy, row_begin, row_end
+
+// The fb_matmul of each kernel set: the scalar reference (matmul.c); on x86 the int8-activation decode kernels for
+// q4/q8/q4nl and n <= 4 (x86/matvec_int8.c), else the float ones (x86/matvec_float.c); on AArch64 arm/matvec.c.
+void fb__matmul_scalar(FB__MM_ARGS);
+#if defined(__x86_64__) || defined(_M_X64)
+void fb__matmul_avx2_q(FB__MM_ARGS);
+void fb__matmul_avxvnni(FB__MM_ARGS);
+void fb__matmul_avx512_q(FB__MM_ARGS);
+void fb__matmul_avx512vnni(FB__MM_ARGS);
+#endif
+#if defined(__aarch64__)
+void fb__matmul_neon(FB__MM_ARGS);
+void fb__matmul_neon_dotprod(FB__MM_ARGS);
+#endif
 
 // Decode (n <= FB__QACT_MAX_N) products with q4/q8 weights quantize the activations to int8 (Kernels.h).
 #define FB__QACT_MAX_N 4
@@ -30,11 +44,11 @@ typedef struct {
     const int8_t *q[FB__QACT_MAX_N];
     const float *d[FB__QACT_MAX_N];
     const float *c[FB__QACT_MAX_N];
-} fb__qact;
+} fb__decode_act;
 
 // Points `a` at n tokens' activation buffers, each laid out as cols int8 quants, then ng scales d, then ng sums c.
 // Uses `stack` when it is large enough, else one heap block, which the caller frees (NULL when none was needed).
-static inline void *fb__qact_layout(fb__qact *a, uint8_t *stack, size_t stack_bytes, size_t n, size_t cols, size_t ng) {
+static inline void *fb__decode_act_layout(fb__decode_act *a, uint8_t *stack, size_t stack_bytes, size_t n, size_t cols, size_t ng) {
     const size_t per = cols + 2 * ng * sizeof(float);
     uint8_t *buf = stack;
     void *heap = NULL;

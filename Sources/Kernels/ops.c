@@ -6,83 +6,32 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include "kernel_set.h"
-#include "ops_internal.h"
+#include "registry.h"
 
-// ---- the element-wise ops of each kernel set --------------------------------------------------------------
-// Chosen once per call through the kernel set's id (fb__kernel_set(): FB_KERNELS, else the best set of this CPU,
-// FB_EMULATE_X86 included; matmul.c): every x86 set has AVX2, FMA and F16C and uses the x86/ops_avx2.c versions,
-// both AArch64 sets the arm/ops_neon.c ones where there is one; NULL means the portable code below. The attention
-// entries need hd to be a multiple of 8.
+// ---- the kernel set's versions (registry.c), the portable ones below where it has none ------------------------
 
-static void rmsnorm_portable(const float *x, const float *w, float *y, size_t n, float eps);
-static void layernorm_portable(const float *x, const float *w, const float *b, float *y, size_t n, float eps);
-static void silu_mul_portable(const float *a, const float *b, float *y, size_t n);
-static void gelu_tanh_portable(float *x, size_t n);
-static void softmax_portable(float *x, size_t n);
-
-typedef struct {
-    void (*rmsnorm)(const float *x, const float *w, float *y, size_t n, float eps);
-    void (*layernorm)(const float *x, const float *w, const float *b, float *y, size_t n, float eps);
-    void (*silu_mul)(const float *a, const float *b, float *y, size_t n);
-    void (*gelu_tanh)(float *x, size_t n);
-    void (*softmax)(float *x, size_t n);
-    void (*attend)(const float *q, size_t groups, size_t hd, const float *keys, const float *values, size_t ld,
-                   size_t n, float scale, float *scores, float *out);
-    void (*attend_f16)(const float *q, size_t groups, size_t hd, const uint16_t *keys, const uint16_t *values,
-                       size_t ld, size_t n, float scale, float *scores, float *out);
-} ops_set;
-
-#define PORTABLE_OPS {rmsnorm_portable, layernorm_portable, silu_mul_portable, gelu_tanh_portable, softmax_portable, NULL, NULL}
-#if defined(__x86_64__) || defined(_M_X64)
-#define X86_OPS                                                                                                \
-    {fb__rmsnorm_avx2, fb__layernorm_avx2, fb__silu_mul_avx2, fb__gelu_tanh_avx2, fb__softmax_avx2, fb__attend_avx2, \
-     fb__attend_f16_avx2}
-#endif
-#if defined(__aarch64__)
-#define ARM_OPS                                                                                                     \
-    {rmsnorm_portable, layernorm_portable, fb__silu_mul_neon, fb__gelu_tanh_neon, fb__softmax_neon, fb__attend_neon, \
-     fb__attend_f16_neon}
-#endif
-
-static const ops_set ops_sets[] = {
-    [FB__SET_SCALAR] = PORTABLE_OPS,
-#if defined(__x86_64__) || defined(_M_X64)
-    [FB__SET_AVX2] = X86_OPS,
-    [FB__SET_AVX2_VNNI] = X86_OPS,
-    [FB__SET_AVX512] = X86_OPS,
-    [FB__SET_AVX512_VNNI] = X86_OPS,
-#endif
-#if defined(__aarch64__)
-    [FB__SET_NEON] = ARM_OPS,
-    [FB__SET_NEON_DOTPROD] = ARM_OPS,
-#endif
-};
-
-static const ops_set *ops(void) { return &ops_sets[fb__kernel_set()]; }
-
-void fb_rmsnorm(const float *x, const float *w, float *y, size_t n, float eps) { ops()->rmsnorm(x, w, y, n, eps); }
+void fb_rmsnorm(const float *x, const float *w, float *y, size_t n, float eps) { fb__kernels()->rmsnorm(x, w, y, n, eps); }
 
 void fb_layernorm(const float *x, const float *w, const float *b, float *y, size_t n, float eps) {
-    ops()->layernorm(x, w, b, y, n, eps);
+    fb__kernels()->layernorm(x, w, b, y, n, eps);
 }
 
-void fb_silu_mul(const float *a, const float *b, float *y, size_t n) { ops()->silu_mul(a, b, y, n); }
+void fb_silu_mul(const float *a, const float *b, float *y, size_t n) { fb__kernels()->silu_mul(a, b, y, n); }
 
-void fb_gelu_tanh(float *x, size_t n) { ops()->gelu_tanh(x, n); }
+void fb_gelu_tanh(float *x, size_t n) { fb__kernels()->gelu_tanh(x, n); }
 
-void fb_softmax(float *x, size_t n) { ops()->softmax(x, n); }
+void fb_softmax(float *x, size_t n) { fb__kernels()->softmax(x, n); }
 
 // ---- portable versions --------------------------------------------------------------------------------------
 
-static void rmsnorm_portable(const float *x, const float *w, float *y, size_t n, float eps) {
+void fb__rmsnorm_portable(const float *x, const float *w, float *y, size_t n, float eps) {
     double ss = 0.0;
     for (size_t i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
     const float inv = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
     for (size_t i = 0; i < n; i++) y[i] = (x[i] * inv) * w[i];
 }
 
-static void layernorm_portable(const float *x, const float *w, const float *b, float *y, size_t n, float eps) {
+void fb__layernorm_portable(const float *x, const float *w, const float *b, float *y, size_t n, float eps) {
     double sum = 0.0;
     for (size_t i = 0; i < n; i++) sum += x[i];
     const double mean = sum / (double)n;
@@ -96,14 +45,14 @@ static void layernorm_portable(const float *x, const float *w, const float *b, f
     for (size_t i = 0; i < n; i++) y[i] = (x[i] - m) * inv * w[i] + b[i];
 }
 
-static void silu_mul_portable(const float *a, const float *b, float *y, size_t n) {
+void fb__silu_mul_portable(const float *a, const float *b, float *y, size_t n) {
     for (size_t i = 0; i < n; i++) {
         const float v = a[i];
         y[i] = v / (1.0f + expf(-v)) * b[i];
     }
 }
 
-static void gelu_tanh_portable(float *x, size_t n) {
+void fb__gelu_tanh_portable(float *x, size_t n) {
     const float k = 0.7978845608028654f;  // sqrt(2/pi)
     for (size_t i = 0; i < n; i++) {
         const float v = x[i];
@@ -115,7 +64,7 @@ void fb_gelu_erf(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067811865476f));
 }
 
-static void softmax_portable(float *x, size_t n) {
+void fb__softmax_portable(float *x, size_t n) {
     float m = -INFINITY;
     for (size_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
     if (m == -INFINITY) {
@@ -158,8 +107,8 @@ float fb_dot(const float *a, const float *b, size_t n) {
 // comes from memory at long contexts, the query heads' vectors stay in L1.
 void fb_attend(const float *q, size_t groups, size_t hd, const float *keys, const float *values, size_t ld, size_t n,
                float scale, float *scores, float *out) {
-    if (hd % 8 == 0 && ops()->attend) {
-        ops()->attend(q, groups, hd, keys, values, ld, n, scale, scores, out);
+    if (hd % 8 == 0 && fb__kernels()->attend) {
+        fb__kernels()->attend(q, groups, hd, keys, values, ld, n, scale, scores, out);
         return;
     }
     for (size_t j = 0; j < n; j++)
@@ -176,8 +125,8 @@ void fb_attend(const float *q, size_t groups, size_t hd, const float *keys, cons
 
 void fb_attend_f16(const float *q, size_t groups, size_t hd, const uint16_t *keys, const uint16_t *values, size_t ld,
                    size_t n, float scale, float *scores, float *out) {
-    if (hd % 8 == 0 && ops()->attend_f16) {
-        ops()->attend_f16(q, groups, hd, keys, values, ld, n, scale, scores, out);
+    if (hd % 8 == 0 && fb__kernels()->attend_f16) {
+        fb__kernels()->attend_f16(q, groups, hd, keys, values, ld, n, scale, scores, out);
         return;
     }
     float row[ATTEND_ROW];

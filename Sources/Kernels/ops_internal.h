@@ -4,6 +4,13 @@
 
 #include "Kernels.h"
 
+// The portable versions (ops.c), every kernel set's fallback.
+void fb__rmsnorm_portable(const float *x, const float *w, float *y, size_t n, float eps);
+void fb__layernorm_portable(const float *x, const float *w, const float *b, float *y, size_t n, float eps);
+void fb__silu_mul_portable(const float *a, const float *b, float *y, size_t n);
+void fb__gelu_tanh_portable(float *x, size_t n);
+void fb__softmax_portable(float *x, size_t n);
+
 #if defined(__x86_64__) || defined(_M_X64)
 void fb__gelu_tanh_avx2(float *x, size_t n);
 void fb__silu_mul_avx2(const float *a, const float *b, float *y, size_t n);

@@ -1,5 +1,5 @@
 // AArch64 paths of fb_matmul: "neon" (Advanced SIMD, part of every AArch64 CPU) and "neon-dotprod"
-// (ARMv8.2 dot product, SDOT; matmul.c checks HWCAP_ASIMDDP before choosing it).
+// (ARMv8.2 dot product, SDOT; registry.c chooses it only where cpu.c finds HWCAP_ASIMDDP).
 //   q4/q8, n <= 4 (decode): int8 activations and integer dot products (arm/matvec_int8_template.h).
 //   Everything else: float. f32/f16 rows are FMA'd directly (f16 through FCVTL); for n > 4, q4/q8
 //   groups are dequantized to float once per 4 tokens (q * scale), like the x86 float paths, and

@@ -83,7 +83,7 @@ QI int32x4_t QX(q8dot)(const int8_t *wq, const int8_t *xq) {
 }
 
 // One weight row r against NT tokens.
-QI void QX(q_row)(const int type, const int NT, const fb_matrix *w, const fb__qact *a, float *y, size_t ldy, size_t r) {
+QI void QX(q_row)(const int type, const int NT, const fb_matrix *w, const fb__decode_act *a, float *y, size_t ldy, size_t r) {
     const size_t cols = w->cols, ng = cols / FB_GROUP, ng4 = ng & ~(size_t)3;
     const size_t gb = type == FB_Q8 ? 32 : 16;  // weight bytes per group
     const int8x16_t levels = vld1q_s8(fb_q4nl_levels);
@@ -127,9 +127,9 @@ QI void QX(q_row)(const int type, const int NT, const fb_matrix *w, const fb__qa
 QF void QX(matvec_q)(FB__MM_ARGS) {
     const size_t cols = w->cols, ng = cols / FB_GROUP;
     const int q4 = w->type == FB_Q4;
-    fb__qact a;
+    fb__decode_act a;
     __attribute__((aligned(64))) uint8_t stack[FB__QACT_STACK];
-    void *heap = fb__qact_layout(&a, stack, sizeof stack, n, cols, ng);
+    void *heap = fb__decode_act_layout(&a, stack, sizeof stack, n, cols, ng);
     for (size_t t = 0; t < n; t++) {
         QX(quant_x)(x + t * ldx, cols, (int8_t *)a.q[t], (float *)a.d[t], q4 ? (float *)a.c[t] : NULL);
     }

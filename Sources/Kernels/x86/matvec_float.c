@@ -1,5 +1,5 @@
 // x86-64 fast paths of fb_matmul: AVX2+FMA+F16C and AVX-512 (F/BW/VL).
-// Compiled with per-function target attributes (no global -m flags); matmul.c picks one at run time.
+// Compiled with per-function target attributes (no global -m flags); registry.c picks one at run time.
 //
 // Strategy (both paths): tiles of RB rows x NT tokens (NT <= 4). Weights are converted to float
 // once per tile (q4/q8: the integer q; each group's partial sums are multiplied by the group

@@ -120,7 +120,7 @@ QI __m256i QX(sum4x4)(__m256i s01, __m256i s23) {
 // loads per row give four two-group dot products, summed across lanes into one vector of the 8 group
 // dots in the order {0,2,4,6 | 1,3,5,7}; the row's 8 scales are shuffled into the same order (and
 // quant_x stores d and c in it), so one conversion and one FMA per 8 groups apply the scales.
-QI void QX(q4_tile)(const int NL, const int RB, const int NT, const fb_matrix *w, const fb__qact *a, float *y,
+QI void QX(q4_tile)(const int NL, const int RB, const int NT, const fb_matrix *w, const fb__decode_act *a, float *y,
                     size_t ldy, size_t r0) {
     const size_t cols = w->cols, ng = cols / FB_GROUP, ng8 = ng & ~(size_t)7, rowb = cols / 2;
     const size_t pf = QPF(RB * rowb);  // once here: a division the loop must not repeat
@@ -264,7 +264,7 @@ QI void QX(q4_tile)(const int NL, const int RB, const int NT, const fb_matrix *w
 
 // q8: RB rows x NT tokens; S holds, per block of QCG groups, (weight scale * activation scale) for
 // every row and token, broadcast from memory for each group's FMA.
-QI void QX(q8_tile)(const int RB, const int NT, const fb_matrix *w, const fb__qact *a, float *y, size_t ldy,
+QI void QX(q8_tile)(const int RB, const int NT, const fb_matrix *w, const fb__decode_act *a, float *y, size_t ldy,
                     size_t r0) {
     const size_t cols = w->cols, ng = cols / FB_GROUP, rowb = cols;
     const size_t pf = QPF(RB * rowb);  // once here: inside the loop's branch it was a division every other group
@@ -351,9 +351,9 @@ QF void QX(matvec_q)(const fb_matrix *w, const float *x, size_t ldx, size_t n, f
                      size_t row_begin, size_t row_end) {
     const size_t cols = w->cols, ng = cols / FB_GROUP;
     const int q4 = w->type == FB_Q4 || w->type == FB_Q4NL, nl = w->type == FB_Q4NL;
-    fb__qact a;
+    fb__decode_act a;
     __attribute__((aligned(64))) uint8_t stack[FB__QACT_STACK];
-    void *heap = fb__qact_layout(&a, stack, sizeof stack, n, cols, ng);
+    void *heap = fb__decode_act_layout(&a, stack, sizeof stack, n, cols, ng);
     for (size_t t = 0; t < n; t++) {
         QX(quant_x)(x + t * ldx, cols, q4 ? 1 + QW512 : 0, (int8_t *)a.q[t], (float *)a.d[t],
                     q4 ? (float *)a.c[t] : NULL, nl ? 64.0f : 8.0f);
@@ -364,7 +364,7 @@ QF void QX(matvec_q)(const fb_matrix *w, const float *x, size_t ldx, size_t n, f
     // and the tile runs 4-5x slower than NT 1). Three or four tokens go as pairs over each row, whose weights are
     // still in L1 for the second pair, so memory is read once.
     if (q4 && n >= 3) {
-        fb__qact upper = a;
+        fb__decode_act upper = a;
         for (size_t t = 2; t < n; t++) {
             upper.q[t - 2] = a.q[t];
             upper.d[t - 2] = a.d[t];

@@ -5,7 +5,7 @@
 #define FIREBOLT_SIMD_X86_H
 
 // The intrinsics, and FB_TARGET(isa): the target attribute each kernel function is compiled with (no global -m flags;
-// matmul.c picks a kernel set at run time). FB_EMULATE_X86 is the emulated kernel test's build
+// registry.c picks a kernel set at run time). FB_EMULATE_X86 is the emulated kernel test's build
 // (scripts/test-x86-emulated.sh): portable definitions of the intrinsics stand in for the instructions, so the kernel
 // sets this machine kind lacks (AVX-VNNI, AVX-512, AVX-512 VNNI) are checked on any x86-64.
 #ifdef FB_EMULATE_X86
