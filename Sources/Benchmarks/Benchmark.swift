@@ -157,8 +157,8 @@ public enum Benchmark {
     public static func run(modelPath: String, options: BenchOptions, log: (String) -> Void = { _ in }) throws -> BenchResult {
         let model = try LoadedModel(path: modelPath, verify: true, threads: options.threads)
         let config = model.config
-        if options.image && !config.hasVision {
-            throw FireboltError("--image needs a Firebolt-VL model; this one is \(config.architecture)", file: modelPath)
+        if options.image && !config.takesImages {
+            throw FireboltError("--image needs a vision model (Firebolt-VL, LFM2-VL); this one is \(config.architecture)", file: modelPath)
         }
         let vocab = config.text.vocabSize
         guard options.promptTokens >= 1, options.promptTokens + options.generatedTokens <= options.contextLength else {
@@ -170,12 +170,20 @@ public enum Benchmark {
         let prompt = (0..<options.promptTokens).map { _ in Int32(firstOrdinary + Int(rng.next() % UInt64(vocab - firstOrdinary))) }
         let generator = TextGenerator(model: model, contextLength: options.contextLength, threads: options.threads,
                                       kvCache: options.kvCache)
-        // The image path runs in every repeat (the vision tower is most of the time to first token).
-        let image = options.image ? model.vision.map { syntheticImage(size: $0.preprocessor.width) } : nil
+        // The image path runs in every repeat (the vision tower is most of the time to first token). Firebolt-VL
+        // takes the image at its processor's size; LFM2-VL a 512 × 512 image (one 512-pixel tile's worth at the
+        // released settings), whose placeholder tokens go before the prompt.
+        let image = options.image ? syntheticImage(size: model.vision?.preprocessor.width ?? 512) : nil
 
         func once(promptCount: Int, generate: Int) throws -> (vision: Double, cmm: Double, prefill: Double, decode: Double, ttft: Double) {
+            var ids = Array(prompt.prefix(promptCount))
             if let image, let vision = model.vision { try generator.setImage(vision.encode(image: image)) }
-            let stats = try generator.generate(prompt: Array(prompt.prefix(promptCount)), maxTokens: generate, sampling: .greedy,
+            if let image, let vl = model.lfm2vl {
+                let encoded = try vl.encode(image: image)
+                try generator.setImage(encoded)
+                ids = try vl.placeholderIds(encoded.layout!, tokenizer: model.tokenizer) + ids
+            }
+            let stats = try generator.generate(prompt: ids, maxTokens: generate, sampling: .greedy,
                                                ignoreEOS: true) { _ in true }
             return (stats.visionMs, stats.cmmMs, stats.prefillTokensPerSecond, stats.decodeTokensPerSecond, stats.ttftMs)
         }

@@ -12,11 +12,16 @@ public final class Checkpoint {
     public let tokenizerJSON: String
     public let tokenizerConfig: [String: Any]
     public let preprocessorConfig: [String: Any]?
+    /// processor_config.json (transformers 5 saves the image processor's settings there, under "image_processor").
+    public let processorConfig: [String: Any]?
+    /// chat_template.jinja, where transformers 5 saves the template (older saves keep it in tokenizer_config.json).
+    public let chatTemplateFile: String?
 
     /// Every file the conversion reads (weights and the JSON files beside them): an output must never be one.
     public var sourcePaths: [String] {
         files.map(\.path) + ["config.json", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json",
-                              "special_tokens_map.json", "model.safetensors.index.json"].map { folder + "/" + $0 }
+                              "processor_config.json", "chat_template.jinja", "special_tokens_map.json",
+                              "model.safetensors.index.json"].map { folder + "/" + $0 }
     }
 
     public init(input: String) throws {
@@ -69,6 +74,16 @@ public final class Checkpoint {
         tokenizerJSON = text
         tokenizerConfig = try Self.readJSONObject(folder + "/tokenizer_config.json", required: false) ?? [:]
         preprocessorConfig = try Self.readJSONObject(folder + "/preprocessor_config.json", required: false)
+        processorConfig = try Self.readJSONObject(folder + "/processor_config.json", required: false)
+        let templatePath = folder + "/chat_template.jinja"
+        if FileManager.default.fileExists(atPath: templatePath) {
+            let data: Data
+            do { data = try InputFile.read(templatePath) } catch { throw FireboltError("\(error)", file: templatePath) }
+            guard let text = String(data: data, encoding: .utf8) else { throw FireboltError("not UTF-8 text", file: templatePath) }
+            chatTemplateFile = text
+        } else {
+            chatTemplateFile = nil
+        }
     }
 
     public var tensorNames: [String] { owner.keys.sorted() }

@@ -53,33 +53,57 @@ public struct ModelPlan {
     public init(checkpoint ck: Checkpoint) throws {
         let root = JSONObject(ck.config, file: ck.folder + "/config.json")
         guard let modelType = root.string("model_type") else {
-            throw FireboltError("config.json has no model_type (expected fireboltlm or lfm2)", file: ck.folder + "/config.json")
+            throw FireboltError("config.json has no model_type (expected fireboltlm, lfm2_vl or lfm2)", file: ck.folder + "/config.json")
         }
         var builder = PlanBuilder(checkpoint: ck)
-        let textPrefix: String
+        let textModel: String, headName: String
         let textJSON: JSONObject
+        var lfm2vl: LFM2VLLayout? = nil
         switch modelType {
         case "fireboltlm":
             if let strategy = root.string("fuse_strategy"), strategy != "cossm" {
                 throw FireboltError("fuse_strategy '\(strategy)' is not supported (only cossm, the released strategy)", file: ck.folder + "/config.json")
             }
-            textPrefix = Self.fireboltLM
+            (textModel, headName) = (Self.fireboltLM + "model.", Self.fireboltLM + "lm_head.weight")
             textJSON = root.object("text_config") ?? JSONObject([:])
         case "lfm2":
-            textPrefix = ""
+            (textModel, headName) = ("model.", "lm_head.weight")
             textJSON = root
+        case "lfm2_vl":
+            let layout = try LFM2VLLayout(checkpoint: ck, root: root)
+            lfm2vl = layout
+            (textModel, headName) = (layout.language, layout.head)
+            textJSON = root.object("text_config") ?? JSONObject([:])
         default:
-            throw FireboltError("unknown model_type '\(modelType)' (supported: fireboltlm, lfm2)", file: ck.folder + "/config.json")
+            throw FireboltError("unknown model_type '\(modelType)' (supported: fireboltlm, lfm2_vl, lfm2)", file: ck.folder + "/config.json")
         }
 
-        let text = try builder.planLFM2(prefix: textPrefix, json: textJSON)
+        let text = try builder.planLFM2(model: textModel, headName: headName, json: textJSON)
         var vision: VisionConfig? = nil
         var cmm: CMMConfig? = nil
+        var projector: ProjectorConfig? = nil
+        var imageProcessor: LFM2VLProcessorConfig? = nil
+        var dropped: [String] = []
         if modelType == "fireboltlm" {
             vision = try builder.planVision(prefix: Self.fireboltVision, json: root.object("vision_config") ?? JSONObject([:]))
             cmm = try builder.planCMM(prefix: Self.fireboltCMM, textDim: text.hiddenSize, visionDim: vision!.hiddenSize)
+            dropped = Self.droppedPrefixes
         }
-        try builder.checkEverySourceTensorIsAccounted(dropped: modelType == "fireboltlm" ? Self.droppedPrefixes : [])
+        if let layout = lfm2vl {
+            let visionJSON = root.object("vision_config") ?? JSONObject([:])
+            let planned = try builder.planNaFlexVision(prefix: layout.vision, json: visionJSON)
+            vision = planned.config
+            dropped = planned.dropped
+            if let settings = ck.preprocessorConfig {
+                imageProcessor = try LFM2VLLayout.processor(settings, file: ck.folder + "/preprocessor_config.json")
+            } else {
+                imageProcessor = try LFM2VLLayout.processor(ck.processorConfig?["image_processor"] as? [String: Any],
+                                                            file: ck.folder + "/processor_config.json")
+            }
+            projector = try builder.planProjector(prefix: layout.projector, root: root, visionDim: planned.config.hiddenSize,
+                                                  textDim: text.hiddenSize, factor: imageProcessor!.downsampleFactor)
+        }
+        try builder.checkEverySourceTensorIsAccounted(dropped: dropped)
 
         // The runtime's own tokenizer reads the file here, so whatever it would refuse (a model type other than
         // BPE, a normalizer it lacks, bad or duplicated ids) is refused now, not after the conversion.
@@ -89,9 +113,10 @@ public struct ModelPlan {
             throw FireboltError(error.message, file: tokenizerPath)
         }
         let special = try Self.specialTokens(root: root, text: textJSON, tokenizerConfig: JSONObject(ck.tokenizerConfig, file: ck.folder + "/tokenizer_config.json"), tokens: tokens)
-        config = ModelConfig(architecture: modelType, text: text, vision: vision, cmm: cmm, specialTokens: special)
+        config = ModelConfig(architecture: modelType, text: text, vision: vision, cmm: cmm, projector: projector,
+                             imageProcessor: imageProcessor, specialTokens: special)
         tensors = builder.tensors
-        chatTemplate = ck.tokenizerConfig["chat_template"] as? String
+        chatTemplate = ck.tokenizerConfig["chat_template"] as? String ?? ck.chatTemplateFile
         if modelType == "fireboltlm" {
             preprocessor = try Self.preprocessor(ck.preprocessorConfig.map { JSONObject($0, file: ck.folder + "/preprocessor_config.json") }, imageSize: vision!.imageSize)
         }
@@ -121,7 +146,7 @@ public struct ModelPlan {
         if let imEnd = tokens.id(forToken: "<|im_end|>"), !eos.contains(imEnd) { eos.append(imEnd) }
         guard !eos.isEmpty else { throw FireboltError("no end-of-sequence token: config.json has no eos_token_id and the tokenizer no <|im_end|>") }
         let pad = try id32(root.int("pad_token_id") ?? text.int("pad_token_id"), "pad_token_id") ?? tokenId("pad_token")
-        let image = try id32(root.int("image_token_id"), "image_token_id") ?? tokens.id(forToken: "<image>")
+        let image = try id32(root.int("image_token_id") ?? root.int("image_token_index"), "image_token_id") ?? tokens.id(forToken: "<image>")
         return SpecialTokens(bos: bos, eos: eos, pad: pad, image: image)
     }
 
@@ -182,20 +207,21 @@ struct PlanBuilder {
 
     // MARK: LFM2
 
-    mutating func planLFM2(prefix p: String, json: JSONObject) throws -> LFM2Config {
-        let embedName = p + "model.embed_tokens.weight"
+    /// `m` holds embed_tokens, layers and embedding_norm (Lfm2Model); `headName` is the (tied) lm_head's name.
+    mutating func planLFM2(model m: String, headName: String, json: JSONObject) throws -> LFM2Config {
+        let embedName = m + "embed_tokens.weight"
         let embedShape = try shape(embedName)
         guard embedShape.count == 2 else { throw FireboltError("tensor \(embedName) has shape \(embedShape), expected [vocab, hidden]") }
         let (vocab, hidden) = (embedShape[0], embedShape[1])
         if let v = try json.int("vocab_size"), v != vocab {
             throw FireboltError("config vocab_size \(v) does not match \(embedName) rows \(vocab)")
         }
-        let layers = layerIndices(p + "model.layers.")
+        let layers = layerIndices(m + "layers.")
         guard !layers.isEmpty, layers == Array(0..<layers.count) else {
-            throw FireboltError("decoder layers under \(p)model.layers. are missing or not numbered 0..<n (found \(layers))")
+            throw FireboltError("decoder layers under \(m)layers. are missing or not numbered 0..<n (found \(layers))")
         }
         // Layer kinds come from the tensors; the config, in either spelling, must agree.
-        let kinds = layers.map { ck.has(p + "model.layers.\($0).self_attn.q_proj.weight") ? "attention" : "conv" }
+        let kinds = layers.map { ck.has(m + "layers.\($0).self_attn.q_proj.weight") ? "attention" : "conv" }
         if let declared = json.strings("layer_types") {
             let normalized = declared.map { $0 == "full_attention" || $0 == "attention" ? "attention" : $0 }
             guard normalized == kinds else { throw FireboltError("config layer_types \(declared) does not match the checkpoint's layers \(kinds)") }
@@ -213,7 +239,7 @@ struct PlanBuilder {
         var heads = try json.int("num_attention_heads") ?? 0
         var kvHeads = try json.int("num_key_value_heads") ?? 0
         if let a = firstAttention {
-            let lp = p + "model.layers.\(a).self_attn."
+            let lp = m + "layers.\(a).self_attn."
             headDim = try shape(lp + "q_layernorm.weight").first ?? 0
             guard headDim > 0 else { throw FireboltError("tensor \(lp)q_layernorm.weight has no length") }
             let qRows = try shape(lp + "q_proj.weight").first ?? 0
@@ -231,9 +257,9 @@ struct PlanBuilder {
             if kvHeads == 0 { kvHeads = heads }
             if headDim == 0 { headDim = hidden / heads }
         }
-        let mlpWidth = try shape(p + "model.layers.0.feed_forward.w1.weight").first ?? 0
+        let mlpWidth = try shape(m + "layers.0.feed_forward.w1.weight").first ?? 0
         var kernelSize = try json.int("conv_L_cache") ?? 3
-        if let c = firstConv { kernelSize = try shape(p + "model.layers.\(c).conv.conv.weight").last ?? kernelSize }
+        if let c = firstConv { kernelSize = try shape(m + "layers.\(c).conv.conv.weight").last ?? kernelSize }
         let ropeTheta = try json.double("rope_theta") ?? json.object("rope_parameters")?.double("rope_theta") ?? 1_000_000
 
         let config = LFM2Config(vocabSize: vocab, hiddenSize: hidden, intermediateSize: mlpWidth, numHiddenLayers: layers.count,
@@ -244,7 +270,7 @@ struct PlanBuilder {
 
         try add("model.embed_tokens.weight", .embeddings, [vocab, hidden], .matrix, from: embedName)
         for i in layers {
-            let s = p + "model.layers.\(i)."
+            let s = m + "layers.\(i)."
             let d = "model.layers.\(i)."
             try add(d + "operator_norm.weight", .decoder, [hidden], .vector, from: s + "operator_norm.weight")
             try add(d + "ffn_norm.weight", .decoder, [hidden], .vector, from: s + "ffn_norm.weight")
@@ -266,9 +292,8 @@ struct PlanBuilder {
             try add(d + "feed_forward.w3.weight", .decoder, [mlpWidth, hidden], .matrix, from: s + "feed_forward.w3.weight")
             try add(d + "feed_forward.w2.weight", .decoder, [hidden, mlpWidth], .matrix, from: s + "feed_forward.w2.weight")
         }
-        try add("model.embedding_norm.weight", .decoder, [hidden], .vector, from: p + "model.embedding_norm.weight")
+        try add("model.embedding_norm.weight", .decoder, [hidden], .vector, from: m + "embedding_norm.weight")
         // The output head is tied to the embedding (docs/model.md §3). A separate lm_head is accepted only if identical.
-        let headName = p + "lm_head.weight"
         if ck.has(headName) {
             let head = try source(headName, [vocab, hidden])
             let a = try ck.file(for: head), b = try ck.file(for: embedName)
@@ -346,6 +371,94 @@ struct PlanBuilder {
         return config
     }
 
+    // MARK: SigLIP2 NaFlex vision tower (LFM2-VL)
+
+    /// The NaFlex tower under `p` (embeddings, encoder, post_layernorm): the config's `num_hidden_layers` layers are
+    /// kept (the model never runs the layers past them, nor the pooling head, whose tensors are dropped).
+    mutating func planNaFlexVision(prefix p: String, json: JSONObject) throws -> (config: VisionConfig, dropped: [String]) {
+        let patchName = p + "embeddings.patch_embedding.weight"
+        let patch = try shape(patchName)
+        guard patch.count == 2 else { throw FireboltError("tensor \(patchName) has shape \(patch), expected [hidden, channels × patch²] (a Linear)") }
+        let hidden = patch[0], channels = try json.int("num_channels") ?? 3
+        let patchSize = try json.int("patch_size") ?? 16
+        guard channels == 3, patch[1] == channels * patchSize * patchSize else {
+            throw FireboltError("tensor \(patchName) has \(patch[1]) columns, expected \(channels) × patch_size² (\(patchSize))")
+        }
+        let positionsName = p + "embeddings.position_embedding.weight"
+        let positions = try shape(positionsName).first ?? 0
+        let side = Int(Double(positions).squareRoot().rounded())
+        guard side * side == positions else { throw FireboltError("tensor \(positionsName) has \(positions) rows, not a square grid") }
+        let present = layerIndices(p + "encoder.layers.")
+        guard !present.isEmpty, present == Array(0..<present.count) else { throw FireboltError("vision encoder layers are missing or not numbered 0..<n") }
+        let count = try json.int("num_hidden_layers") ?? present.count
+        guard count >= 1 && count <= present.count else {
+            throw FireboltError("vision_config num_hidden_layers \(count) but the checkpoint has \(present.count) layers", file: json.file)
+        }
+        if let declared = try json.int("hidden_size"), declared != hidden {
+            throw FireboltError("vision_config hidden_size \(declared) does not match \(patchName)")
+        }
+        let mlp = try shape(p + "encoder.layers.0.mlp.fc1.weight").first ?? 0
+        let heads = try json.int("num_attention_heads") ?? max(1, hidden / 64)
+        guard heads > 0, hidden % heads == 0 else {
+            throw FireboltError("vision hidden size \(hidden) is not a multiple of \(heads) heads", file: json.file)
+        }
+        let act = json.string("hidden_act") ?? "gelu_pytorch_tanh"
+        let config = VisionConfig(hiddenSize: hidden, intermediateSize: mlp, numHiddenLayers: count, numAttentionHeads: heads,
+                                  numChannels: channels, imageSize: side * patchSize, patchSize: patchSize,
+                                  layerNormEps: Float(try json.double("layer_norm_eps") ?? 1e-6), hiddenAct: act,
+                                  variant: VisionConfig.naflex)
+        let v = "vision_model."
+        try add(v + "embeddings.patch_embedding.weight", .vision, [hidden, patch[1]], .matrix, from: patchName)
+        try add(v + "embeddings.patch_embedding.bias", .vision, [hidden], .vector, from: p + "embeddings.patch_embedding.bias")
+        try add(v + "embeddings.position_embedding.weight", .vision, [positions, hidden], .vector, from: positionsName)
+        for i in 0..<count {
+            let s = p + "encoder.layers.\(i).", d = v + "encoder.layers.\(i)."
+            for norm in ["layer_norm1", "layer_norm2"] {
+                try add(d + norm + ".weight", .vision, [hidden], .vector, from: s + norm + ".weight")
+                try add(d + norm + ".bias", .vision, [hidden], .vector, from: s + norm + ".bias")
+            }
+            for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                try add(d + "self_attn.\(proj).weight", .vision, [hidden, hidden], .matrix, from: s + "self_attn.\(proj).weight")
+                try add(d + "self_attn.\(proj).bias", .vision, [hidden], .vector, from: s + "self_attn.\(proj).bias")
+            }
+            try addMLP(from: s + "mlp.", to: d + "mlp.", hidden: hidden, width: mlp)
+        }
+        try add(v + "post_layernorm.weight", .vision, [hidden], .vector, from: p + "post_layernorm.weight")
+        try add(v + "post_layernorm.bias", .vision, [hidden], .vector, from: p + "post_layernorm.bias")
+        let unused = (count..<present.count).map { p + "encoder.layers.\($0)." } + [p + "head."]
+        return (config, unused)
+    }
+
+    /// LFM2-VL's projector under `p`: layer_norm (if the config uses it), linear_1, linear_2, with their biases.
+    mutating func planProjector(prefix p: String, root: JSONObject, visionDim: Int, textDim: Int, factor: Int) throws -> ProjectorConfig {
+        if let declared = try root.int("downsample_factor"), declared != factor {
+            throw FireboltError("config downsample_factor \(declared) differs from the image processor's \(factor)", file: root.file)
+        }
+        let input = visionDim * factor * factor
+        let hiddenSize = try shape(p + "linear_1.weight").first ?? 0
+        if let declared = try root.int("projector_hidden_size"), declared != hiddenSize {
+            throw FireboltError("config projector_hidden_size \(declared) does not match \(p)linear_1.weight")
+        }
+        if let act = root.string("projector_hidden_act"), act != "gelu" {
+            throw FireboltError("projector_hidden_act '\(act)' is not supported (gelu)", file: root.file)
+        }
+        if let bias = root.values["projector_bias"] as? Bool, !bias {
+            throw FireboltError("projector_bias false is not supported (the released models have biases)", file: root.file)
+        }
+        let useNorm = (root.values["projector_use_layernorm"] as? Bool) ?? true
+        let m = "multi_modal_projector."
+        if useNorm {
+            try add(m + "layer_norm.weight", .vision, [input], .vector, from: p + "layer_norm.weight")
+            try add(m + "layer_norm.bias", .vision, [input], .vector, from: p + "layer_norm.bias")
+        }
+        try add(m + "linear_1.weight", .vision, [hiddenSize, input], .matrix, from: p + "linear_1.weight")
+        try add(m + "linear_1.bias", .vision, [hiddenSize], .vector, from: p + "linear_1.bias")
+        try add(m + "linear_2.weight", .vision, [textDim, hiddenSize], .matrix, from: p + "linear_2.weight")
+        try add(m + "linear_2.bias", .vision, [textDim], .vector, from: p + "linear_2.bias")
+        return ProjectorConfig(inputSize: input, hiddenSize: hiddenSize, outputSize: textDim, downsampleFactor: factor,
+                               useLayerNorm: useNorm)
+    }
+
     private mutating func addMLP(from s: String, to d: String, hidden: Int, width: Int) throws {
         try add(d + "fc1.weight", .vision, [width, hidden], .matrix, from: s + "fc1.weight")
         try add(d + "fc1.bias", .vision, [width], .vector, from: s + "fc1.bias")
@@ -400,5 +513,52 @@ struct PlanBuilder {
             throw FireboltError("unexpected tensor \(name): not part of the Firebolt-VL / LFM2 layout this converter knows",
                                 file: try? ck.file(for: name).path)
         }
+    }
+}
+
+/// Where an LFM2-VL checkpoint keeps its parts: transformers 5 saves `model.language_model.`, `model.vision_tower.`
+/// and `model.multi_modal_projector.`; older saves put the vision tower one level deeper (`vision_model.`), and the
+/// first releases used `language_model.model.` / `vision_tower.vision_model.` / `multi_modal_projector.`.
+struct LFM2VLLayout {
+    let language: String, head: String, vision: String, projector: String
+
+    init(checkpoint ck: Checkpoint, root: JSONObject) throws {
+        func first(_ candidates: [String], holding suffix: String, what: String) throws -> String {
+            guard let p = candidates.first(where: { ck.has($0 + suffix) }) else {
+                throw FireboltError("no \(what) found (looked for \(candidates.map { $0 + suffix }.joined(separator: ", ")))",
+                                    file: ck.folder)
+            }
+            return p
+        }
+        language = try first(["model.language_model.", "language_model.model."], holding: "embed_tokens.weight", what: "LFM2 decoder")
+        head = language == "language_model.model." ? "language_model.lm_head.weight" : "lm_head.weight"
+        vision = try first(["model.vision_tower.vision_model.", "model.vision_tower.", "vision_tower.vision_model."],
+                           holding: "embeddings.patch_embedding.weight", what: "SigLIP2 vision tower")
+        projector = try first(["model.multi_modal_projector.", "multi_modal_projector."], holding: "linear_1.weight",
+                              what: "multi-modal projector")
+        // The released configs say vision_feature_layer -1: the last layer's output, which is what runs here.
+        // Another layer would mean dropping layers, with or without post_layernorm depending on the code that
+        // trained it: refused rather than guessed.
+        if let layer = try root.int("vision_feature_layer"), layer != -1 {
+            throw FireboltError("vision_feature_layer \(layer) is not supported (only -1, the last layer)", file: root.file)
+        }
+        if let strategy = root.string("vision_feature_select_strategy"), !["full", "default"].contains(strategy) {
+            throw FireboltError("vision_feature_select_strategy '\(strategy)' is not supported", file: root.file)
+        }
+    }
+
+    /// The image processor's settings from preprocessor_config.json (transformers' defaults where it has none).
+    static func processor(_ json: [String: Any]?, file: String) throws -> LFM2VLProcessorConfig {
+        var p = LFM2VLProcessorConfig()
+        if let json {
+            do {
+                let data = try JSONSerialization.data(withJSONObject: json)
+                p = try JSONDecoder().decode(LFM2VLProcessorConfig.self, from: data)
+            } catch {
+                throw FireboltError("cannot read the LFM2-VL image processor settings: \(error)", file: file)
+            }
+        }
+        if let problem = p.unsupported() { throw FireboltError("image processor setting not supported: \(problem)", file: file) }
+        return p
     }
 }

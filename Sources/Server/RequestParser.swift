@@ -80,6 +80,9 @@ public struct RequestParser {
                         guard let url = part.imageURL else { throw APIError(400, "\(param).image_url is required", param: param + ".image_url") }
                         guard role == "user" else { throw APIError(400, "images go in user messages (\(param))", param: param) }
                         guard takesImages else {
+                            if architecture == "lfm2_vl" {  // fbrun takes its images; the server's image path is Firebolt-VL's
+                                throw APIError(400, "fbserve does not take images for lfm2_vl models yet (fbrun does)", param: param)
+                            }
                             throw APIError(400, "this model (\(architecture)) is text-only: it cannot take an image", param: param)
                         }
                         guard image == nil else { throw APIError(400, "one image per conversation is supported (\(param) is a second)", param: param) }

@@ -132,7 +132,7 @@ func runGenerate(_ args: [String]) throws {
     let threadCount = try threads(a)
     let model = try LoadedModel(path: path, verify: !a.flag("no-verify"), threads: threadCount)
     let image = try encodedImage(a, model)
-    let ids = a.flag("raw") ? model.tokenizer.encode(prompt, addBOS: false) : model.chatPromptIds(question: prompt, withImage: image != nil)
+    let ids = a.flag("raw") ? model.tokenizer.encode(prompt, addBOS: false) : try model.promptIds(question: prompt, image: image)
     let generator = TextGenerator(model: model, contextLength: context, threads: threadCount, kvCache: kvCache)
     try generator.setImage(image)
     var decoder = model.tokenizer.makeStreamingDecoder(skipSpecialTokens: true)
@@ -155,10 +155,15 @@ func runGenerate(_ args: [String]) throws {
         printError(String(format: "load %.0f ms | prompt %d tokens, prefill %.1f tok/s | generated %d tokens, decode %.1f tok/s | peak RSS %.1f MiB",
                           stats.loadMs, stats.promptTokens, stats.prefillTokensPerSecond, stats.generatedTokens,
                           stats.decodeTokensPerSecond, Double(stats.peakRSSBytes) / 1_048_576))
-        if let image {
+        if let image, model.vision != nil {
             printError(String(format: "time to first token %.0f ms: image %d×%d decode %.0f ms, preprocess %.0f ms, vision tower %.0f ms, CMM %.0f ms, prefill (LFM2) %.0f ms",
                               stats.ttftMs, image.width, image.height, stats.imageDecodeMs, stats.preprocessMs, stats.visionMs,
                               stats.cmmMs, stats.prefillMs - stats.cmmMs))
+        } else if let image, let layout = image.layout {
+            printError(String(format: "time to first token %.0f ms: image %d×%d decode %.0f ms, preprocess %.0f ms, vision tower + projector %.0f ms (%d image tokens%@), prefill (LFM2) %.0f ms",
+                              stats.ttftMs, image.width, image.height, stats.imageDecodeMs, stats.preprocessMs, stats.visionMs,
+                              layout.imageTokens, layout.split ? ", \(layout.gridRows)×\(layout.gridCols) tiles" + (layout.thumbnail ? " + thumbnail" : "") : "",
+                              stats.prefillMs))
         }
     }
 }
@@ -179,7 +184,7 @@ func runLogits(_ args: [String]) throws {
         ids = try parseIds(text, command: a.command)
     } else {
         let prompt = a.string("prompt")!
-        ids = a.flag("raw") ? model.tokenizer.encode(prompt, addBOS: false) : model.chatPromptIds(question: prompt, withImage: image != nil)
+        ids = a.flag("raw") ? model.tokenizer.encode(prompt, addBOS: false) : try model.promptIds(question: prompt, image: image)
     }
     guard !ids.isEmpty else { throw UsageError("no tokens to run", command: a.command) }
     let context = try a.int("ctx", default: max(4096, ids.count), range: 16...1_048_576)!

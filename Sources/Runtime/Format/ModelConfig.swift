@@ -61,7 +61,8 @@ public struct LFM2Config: Codable, Equatable {
     }
 }
 
-/// SigLIP vision tower (transformers `SiglipVisionModel`, with the attention-pooling head).
+/// SigLIP vision tower (transformers `SiglipVisionModel`, with the attention-pooling head), or for LFM2-VL the
+/// SigLIP2 NaFlex tower (`Siglip2VisionModel`: patches of any grid, position table resized to it, no head).
 public struct VisionConfig: Codable, Equatable {
     public var hiddenSize: Int
     public var intermediateSize: Int
@@ -72,19 +73,48 @@ public struct VisionConfig: Codable, Equatable {
     public var patchSize: Int
     public var layerNormEps: Float
     public var hiddenAct: String
+    /// nil: SigLIP (square views, conv patch weights [c][y][x], bicubic position table, pooling head);
+    /// "siglip2_naflex": patch weights over (y, x, c), the table resized bilinearly (antialiased) to each image's
+    /// grid, the post-layernorm patch features as output. `imageSize` is then the table's side × patch.
+    public var variant: String?
 
     enum CodingKeys: String, CodingKey {
         case hiddenSize = "hidden_size", intermediateSize = "intermediate_size", numHiddenLayers = "num_hidden_layers"
         case numAttentionHeads = "num_attention_heads", numChannels = "num_channels", imageSize = "image_size"
-        case patchSize = "patch_size", layerNormEps = "layer_norm_eps", hiddenAct = "hidden_act"
+        case patchSize = "patch_size", layerNormEps = "layer_norm_eps", hiddenAct = "hidden_act", variant
     }
+
+    public static let naflex = "siglip2_naflex"
+    public var isNaFlex: Bool { variant == Self.naflex }
 
     public init(hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int, numAttentionHeads: Int,
                 numChannels: Int = 3, imageSize: Int, patchSize: Int, layerNormEps: Float = 1e-6,
-                hiddenAct: String = "gelu_pytorch_tanh") {
+                hiddenAct: String = "gelu_pytorch_tanh", variant: String? = nil) {
         self.hiddenSize = hiddenSize; self.intermediateSize = intermediateSize; self.numHiddenLayers = numHiddenLayers
         self.numAttentionHeads = numAttentionHeads; self.numChannels = numChannels; self.imageSize = imageSize
-        self.patchSize = patchSize; self.layerNormEps = layerNormEps; self.hiddenAct = hiddenAct
+        self.patchSize = patchSize; self.layerNormEps = layerNormEps; self.hiddenAct = hiddenAct; self.variant = variant
+    }
+}
+
+/// LFM2-VL's projector: pixel unshuffle (each `downsample_factor`² block of patch features concatenated, row by row),
+/// LayerNorm (when `use_layer_norm`), linear_1, GELU (exact), linear_2 to the decoder's width.
+public struct ProjectorConfig: Codable, Equatable {
+    public var inputSize: Int
+    public var hiddenSize: Int
+    public var outputSize: Int
+    public var downsampleFactor: Int
+    public var useLayerNorm: Bool
+    public var layerNormEps: Float
+
+    enum CodingKeys: String, CodingKey {
+        case inputSize = "input_size", hiddenSize = "hidden_size", outputSize = "output_size"
+        case downsampleFactor = "downsample_factor", useLayerNorm = "use_layer_norm", layerNormEps = "layer_norm_eps"
+    }
+
+    public init(inputSize: Int, hiddenSize: Int, outputSize: Int, downsampleFactor: Int, useLayerNorm: Bool,
+                layerNormEps: Float = 1e-5) {
+        self.inputSize = inputSize; self.hiddenSize = hiddenSize; self.outputSize = outputSize
+        self.downsampleFactor = downsampleFactor; self.useLayerNorm = useLayerNorm; self.layerNormEps = layerNormEps
     }
 }
 
@@ -160,23 +190,33 @@ public struct SpecialTokens: Codable, Equatable {
 
 /// Everything about the model in one value: the `config` object of the .fbm header.
 public struct ModelConfig: Codable, Equatable {
-    /// "fireboltlm" (vision + CMM + LFM2) or "lfm2" (text only).
+    /// "fireboltlm" (vision + CMM + LFM2), "lfm2_vl" (SigLIP2 NaFlex + projector + LFM2) or "lfm2" (text only).
     public var architecture: String
     public var text: LFM2Config
     public var vision: VisionConfig?
     public var cmm: CMMConfig?
+    /// LFM2-VL only: the projector and the image processor's settings.
+    public var projector: ProjectorConfig?
+    public var imageProcessor: LFM2VLProcessorConfig?
     public var specialTokens: SpecialTokens
 
     enum CodingKeys: String, CodingKey {
-        case architecture, text, vision, cmm, specialTokens = "special_tokens"
+        case architecture, text, vision, cmm, projector, imageProcessor = "image_processor", specialTokens = "special_tokens"
     }
 
-    public init(architecture: String, text: LFM2Config, vision: VisionConfig?, cmm: CMMConfig?, specialTokens: SpecialTokens) {
+    public init(architecture: String, text: LFM2Config, vision: VisionConfig?, cmm: CMMConfig?,
+                projector: ProjectorConfig? = nil, imageProcessor: LFM2VLProcessorConfig? = nil, specialTokens: SpecialTokens) {
         self.architecture = architecture; self.text = text; self.vision = vision; self.cmm = cmm
+        self.projector = projector; self.imageProcessor = imageProcessor
         self.specialTokens = specialTokens
     }
 
+    /// Firebolt-VL's image path (vision tower + CMM).
     public var hasVision: Bool { vision != nil && cmm != nil }
+    /// LFM2-VL's image path (NaFlex tower + projector, features in place of the image tokens).
+    public var isLFM2VL: Bool { architecture == "lfm2_vl" }
+    /// Takes images at all.
+    public var takesImages: Bool { hasVision || isLFM2VL }
 
     /// Every number the runtime sizes buffers or indexes with, checked before anything is allocated: a forged
     /// or mistaken header (negative heads, a 30000-pixel image, a token id past the vocabulary) is an error
@@ -187,7 +227,22 @@ public struct ModelConfig: Codable, Equatable {
         func require(_ ok: Bool, _ what: String) throws { if !ok { throw FireboltError("invalid config: \(what)") } }
         let ids = [specialTokens.bos, specialTokens.pad, specialTokens.image].compactMap { $0 } + specialTokens.eos
         for id in ids { try require(id >= 0 && Int(id) < vocab, "special token id \(id) is outside the vocabulary of \(vocab)") }
-        try require(architecture == "lfm2" || architecture == "fireboltlm", "unknown architecture '\(architecture)'")
+        try require(["lfm2", "fireboltlm", "lfm2_vl"].contains(architecture), "unknown architecture '\(architecture)'")
+        if architecture == "lfm2_vl" {
+            guard let vision, let projector, let imageProcessor, vision.isNaFlex else {
+                throw FireboltError("invalid config: an lfm2_vl model needs a siglip2_naflex vision section, a projector and an image processor")
+            }
+            try vision.validate()
+            if let problem = imageProcessor.unsupported() { throw FireboltError("invalid config: image processor: \(problem)") }
+            let f = projector.downsampleFactor
+            try require(f >= 1 && f == imageProcessor.downsampleFactor && projector.inputSize == vision.hiddenSize * f * f,
+                        "projector input \(projector.inputSize) must be the vision width \(vision.hiddenSize) × downsample factor² (\(f))")
+            try require(projector.outputSize == text.hiddenSize && projector.hiddenSize > 0 && projector.hiddenSize <= ModelConfig.sizeLimit,
+                        "projector sizes (hidden \(projector.hiddenSize), output \(projector.outputSize) for a decoder of \(text.hiddenSize))")
+            try require(imageProcessor.encoderPatchSize == vision.patchSize, "image processor encoder_patch_size \(imageProcessor.encoderPatchSize) ≠ vision patch_size \(vision.patchSize)")
+            try require(specialTokens.image != nil, "an lfm2_vl model needs the image token id")
+            return
+        }
         guard architecture == "fireboltlm" else { return }
         guard let vision, let cmm else { throw FireboltError("invalid config: a fireboltlm model needs vision and cmm sections") }
         try vision.validate()
@@ -215,8 +270,14 @@ extension VisionConfig {
         try require(numAttentionHeads > 0 && hiddenSize % numAttentionHeads == 0,
                     "hidden_size (\(hiddenSize)) must be a multiple of num_attention_heads (\(numAttentionHeads))")
         try require(numChannels == 3, "num_channels must be 3")
-        try require(imageSize == 256 && patchSize > 0 && 128 % patchSize == 0,
-                    "image_size \(imageSize) / patch_size \(patchSize): the five views need a 256-pixel image and patches that divide 128")
+        if isNaFlex {
+            try require(patchSize > 0 && patchSize <= 64 && imageSize % patchSize == 0 && imageSize / patchSize <= 256,
+                        "patch_size \(patchSize) / position table side \(imageSize / max(patchSize, 1))")
+        } else {
+            try require(variant == nil, "unknown vision variant '\(variant ?? "")'")
+            try require(imageSize == 256 && patchSize > 0 && 128 % patchSize == 0,
+                        "image_size \(imageSize) / patch_size \(patchSize): the five views need a 256-pixel image and patches that divide 128")
+        }
         try require(layerNormEps.isFinite && layerNormEps > 0, "layer_norm_eps must be positive")
         try require(["gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu"].contains(hiddenAct),
                     "hidden_act '\(hiddenAct)' is not supported (gelu_pytorch_tanh or gelu)")

@@ -27,8 +27,9 @@ public final class ChatModel {
     public func ask(_ question: String, image: String? = nil, maxTokens: Int = 256,
                     sampling: SamplingOptions = SamplingOptions(temperature: 0),
                     onText: (String) throws -> Bool) throws -> GenerationStats {
-        try generator.setImage(try image.map { try model.encodeImage(path: $0) })
-        let prompt = model.chatPromptIds(question: question, withImage: image != nil)
+        let encoded = try image.map { try model.encodeImage(path: $0) }
+        try generator.setImage(encoded)
+        let prompt = try model.promptIds(question: question, image: encoded)
         var decoder = model.tokenizer.makeStreamingDecoder(skipSpecialTokens: true)
         var stopped = false
         let stats = try generator.generate(prompt: prompt, maxTokens: maxTokens, sampling: sampling) { id in

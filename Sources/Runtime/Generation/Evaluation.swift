@@ -71,7 +71,7 @@ public final class Evaluator {
             cachedImage = (q.image, try model.encodeImage(path: q.image))
         }
         try generator.setImage(cachedImage!.image)
-        let ids = model.chatPromptIds(question: q.question, withImage: true)
+        let ids = try model.promptIds(question: q.question, image: cachedImage!.image)
         var generated: [Int32] = []
         _ = try generator.generate(prompt: ids, maxTokens: maxAnswerTokens, sampling: .greedy) { generated.append($0); return true }
         return try model.tokenizer.decode(generated, skipSpecialTokens: true).trimmingCharacters(in: .whitespacesAndNewlines)

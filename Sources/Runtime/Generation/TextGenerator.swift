@@ -46,6 +46,7 @@ public final class TextGenerator {
     public let session: SequenceSession
     public let kvCache: KVCacheType
     private let vlSession: FireboltVLSession?
+    private let lfm2vlSession: LFM2VLSession?
     private let logits: UnsafeMutablePointer<Float>
 
     public init(model: LoadedModel, contextLength: Int, threads: Int, kvCache: KVCacheType = .default) {
@@ -53,6 +54,7 @@ public final class TextGenerator {
         self.kvCache = kvCache
         session = model.makeSession(contextLength: contextLength, threads: threads, kvCache: kvCache)
         vlSession = session as? FireboltVLSession
+        lfm2vlSession = session as? LFM2VLSession
         logits = .allocate(capacity: model.config.text.vocabSize)
     }
 
@@ -61,11 +63,13 @@ public final class TextGenerator {
     public private(set) var image: EncodedImage?
 
     public func setImage(_ image: EncodedImage?) throws {
-        guard let vlSession else {
-            if image == nil { return }
+        if let vlSession {
+            try vlSession.setImage(grid: image?.grid)
+        } else if let lfm2vlSession {
+            try lfm2vlSession.setImage(features: image?.features)
+        } else if image != nil {
             throw FireboltError("this model is text-only (\(model.config.architecture)): it cannot take an image")
         }
-        try vlSession.setImage(grid: image?.grid)
         self.image = image
     }
 

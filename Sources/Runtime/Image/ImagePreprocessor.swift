@@ -65,6 +65,27 @@ public enum PillowResize {
 
     public static func resize(_ image: RGBImage, width: Int, height: Int, filter: Filter,
                               order: PassOrder = .pillow13) -> RGBImage {
+        resize(image, width: width, height: height, filter: filter, order: order, bits: .pillow)
+    }
+
+    /// What torchvision's `resize` (antialias on) computes for an 8-bit image on an x86 CPU with AVX2, bit for bit:
+    /// PyTorch's 8-bit path, the same filters and coefficients as Pillow's but 16-bit weights and always the
+    /// horizontal pass first (its float path on other CPUs rounds differently).
+    public static func torchvisionUInt8(_ image: RGBImage, width: Int, height: Int, filter: Filter) -> RGBImage {
+        resize(image, width: width, height: height, filter: filter, order: .horizontalFirst, bits: .int16)
+    }
+
+    /// How many fractional bits the fixed-point weights keep.
+    enum WeightBits {
+        /// Pillow: always 22 (32-bit coefficients).
+        case pillow
+        /// PyTorch's 8-bit antialiased resize on x86 (what torchvision runs on a uint8 tensor there): 16-bit
+        /// coefficients, so per axis the most bits (at most 22) that keep the largest weight below 2¹⁵.
+        case int16
+    }
+
+    static func resize(_ image: RGBImage, width: Int, height: Int, filter: Filter, order: PassOrder,
+                       bits: WeightBits) -> RGBImage {
         precondition(width >= 0 && height >= 0, "resize to \(width)×\(height)")
         if width == image.width && height == image.height { return image }
         if width == 0 || height == 0 || image.width == 0 || image.height == 0 {
@@ -74,11 +95,11 @@ public enum PillowResize {
 
         let needHorizontal = width != image.width
         let needVertical = height != image.height
-        let vertical = Coefficients(inSize: image.height, outSize: height, filter: filter)
+        let vertical = Coefficients(inSize: image.height, outSize: height, filter: filter, bits: bits)
         if needHorizontal && needVertical && order == .pillow13
             && height < image.height && image.height - height > 2 * (image.width - width) {
             let shorter = verticalPass(image, rowOffset: 0, coefficients: vertical)
-            let horizontal = Coefficients(inSize: image.width, outSize: width, filter: filter)
+            let horizontal = Coefficients(inSize: image.width, outSize: width, filter: filter, bits: bits)
             return horizontalPass(shorter, rows: 0..<height, coefficients: horizontal)
         }
         var current = image
@@ -87,7 +108,7 @@ public enum PillowResize {
             // Only the rows the vertical pass will read, as Pillow does (the values are the same either way).
             let first = needVertical ? vertical.start[0] : 0
             let last = needVertical ? vertical.start[height - 1] + vertical.count[height - 1] : image.height
-            let horizontal = Coefficients(inSize: image.width, outSize: width, filter: filter)
+            let horizontal = Coefficients(inSize: image.width, outSize: width, filter: filter, bits: bits)
             current = horizontalPass(image, rows: first..<last, coefficients: horizontal)
             rowOffset = first
         }
@@ -103,8 +124,9 @@ public enum PillowResize {
         var count: [Int] = []
         var weights: [Int32] = []  // `stride` per output position
         var stride = 0
+        var precision = PillowResize.precisionBits  // fractional bits of `weights`
 
-        init(inSize: Int, outSize: Int, filter: Filter) {
+        init(inSize: Int, outSize: Int, filter: Filter, bits: WeightBits = .pillow) {
             // Pillow: box = (0, 0, inSize, outSize) as floats; scale in double.
             let scale = Double(Float(inSize)) / Double(outSize)
             let filterScale = max(scale, 1.0)
@@ -113,9 +135,9 @@ public enum PillowResize {
             start = [Int](repeating: 0, count: outSize)
             count = [Int](repeating: 0, count: outSize)
             weights = [Int32](repeating: 0, count: outSize * stride)
-            var k = [Double](repeating: 0, count: stride)
+            var normalised = [Double](repeating: 0, count: outSize * stride)
             let invScale = 1.0 / filterScale
-            let one = Double(1 << PillowResize.precisionBits)
+            var largest = 0.0
             for xx in 0..<outSize {
                 let center = (Double(xx) + 0.5) * scale
                 var xmin = Int(center - support + 0.5)  // truncation, as C's (int)
@@ -127,30 +149,39 @@ public enum PillowResize {
                 var total = 0.0
                 for x in 0..<xmax {
                     let w = filter.weight((Double(x + xmin) - center + 0.5) * invScale)
-                    k[x] = w
+                    normalised[xx * stride + x] = w
                     total += w
                 }
-                for x in 0..<xmax {
-                    let v = total != 0 ? k[x] / total : k[x]
-                    // Pillow rounds half away from zero, then truncates.
-                    weights[xx * stride + x] = v < 0 ? Int32(-0.5 + v * one) : Int32(0.5 + v * one)
+                if total != 0 {
+                    for x in 0..<xmax { normalised[xx * stride + x] /= total }
                 }
+                for x in 0..<xmax { largest = max(largest, normalised[xx * stride + x]) }
                 start[xx] = xmin
                 count[xx] = xmax
+            }
+            if bits == .int16 {
+                // As PyTorch chooses it: the first precision whose next one would overflow int16, at most 22.
+                precision = 0
+                while precision < 22 && Int(0.5 + largest * Double(1 << (precision + 1))) < 1 << 15 { precision += 1 }
+            }
+            let one = Double(1 << precision)
+            for (i, v) in normalised.enumerated() {
+                // Both round half away from zero, then truncate.
+                weights[i] = v < 0 ? Int32(-0.5 + v * one) : Int32(0.5 + v * one)
             }
         }
     }
 
     @inline(__always)
-    static func clip8(_ v: Int) -> UInt8 {
-        let s = v >> PillowResize.precisionBits
+    static func clip8(_ v: Int, _ precision: Int) -> UInt8 {
+        let s = v >> precision
         return s < 0 ? 0 : (s > 255 ? 255 : UInt8(s))
     }
 
     static func horizontalPass(_ image: RGBImage, rows: Range<Int>, coefficients c: Coefficients) -> RGBImage {
         let outW = c.start.count, inW = image.width
         var out = [UInt8](repeating: 0, count: outW * rows.count * 3)
-        let half = 1 << (PillowResize.precisionBits - 1)
+        let half = 1 << (c.precision - 1), bits = c.precision
         image.pixels.withUnsafeBufferPointer { src in
             c.weights.withUnsafeBufferPointer { k in
                 out.withUnsafeMutableBufferPointer { dst in
@@ -166,7 +197,7 @@ public enum PillowResize {
                                 s2 += Int(src[p + 2]) * w
                             }
                             let d = dstRow + xx * 3
-                            dst[d] = clip8(s0); dst[d + 1] = clip8(s1); dst[d + 2] = clip8(s2)
+                            dst[d] = clip8(s0, bits); dst[d + 1] = clip8(s1, bits); dst[d + 2] = clip8(s2, bits)
                         }
                     }
                 }
@@ -179,7 +210,7 @@ public enum PillowResize {
     static func verticalPass(_ image: RGBImage, rowOffset: Int, coefficients c: Coefficients) -> RGBImage {
         let outH = c.start.count, w = image.width, rowBytes = w * 3
         var out = [UInt8](repeating: 0, count: outH * rowBytes)
-        let half = 1 << (PillowResize.precisionBits - 1)
+        let half = 1 << (c.precision - 1), bits = c.precision
         image.pixels.withUnsafeBufferPointer { src in
             c.weights.withUnsafeBufferPointer { k in
                 out.withUnsafeMutableBufferPointer { dst in
@@ -190,7 +221,7 @@ public enum PillowResize {
                             for y in 0..<n {
                                 s += Int(src[(ymin + y) * rowBytes + i]) * Int(k[kb + y])
                             }
-                            dst[yy * rowBytes + i] = clip8(s)
+                            dst[yy * rowBytes + i] = clip8(s, bits)
                         }
                     }
                 }

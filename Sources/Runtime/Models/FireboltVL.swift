@@ -52,12 +52,17 @@ public final class FireboltVLModel {
     }
 }
 
-/// An image turned into the CMM's grid, with where the time went.
+/// An image through the model's image path, with where the time went: for Firebolt-VL the CMM's grid, for LFM2-VL
+/// the projected feature rows and the layout its placeholder follows.
 public struct EncodedImage {
     public let grid: [Float]
     public let width: Int, height: Int
     public var decodeMs: Double
     public let preprocessMs: Double, visionMs: Double
+    /// LFM2-VL: one row (decoder width) per image token.
+    public var features: [Float] = []
+    /// LFM2-VL: how `<image>` expands in the prompt.
+    public var layout: LFM2VLImageLayout? = nil
 }
 
 /// One sequence: the modulator's state next to the decoder's caches. `forward` advances both.

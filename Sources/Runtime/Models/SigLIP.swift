@@ -11,6 +11,11 @@ import Kernels
 //   (bicubic-resized when the grid is not the table's) ─► encoder layers (pre-LN attention, pre-LN MLP)
 //   ─► post_layernorm ─► pooling head: probe attends over all tokens (nn.MultiheadAttention) = r;
 //   r + MLP(layernorm(r)) ─► pooler_output
+//
+// The same class runs LFM2-VL's SigLIP2 NaFlex tower (`VisionConfig.isNaFlex`): images arrive already cut into
+// patches (LFM2VLImageProcessor, each flattened (y, x, c), which is how its patch_embedding Linear reads them), of any
+// rows × cols grid; the position table is resized to that grid bilinearly with antialiasing; there is no head, and
+// `features` returns the post-layernorm patch features.
 
 /// The vision tower's weights, scratch, and per-grid position tables. One call at a time (the scratch and the
 /// position-table cache are not shared across threads; products and attention use `threads` internally).
@@ -46,15 +51,21 @@ public final class SigLIPVisionTower {
     public let tableSide: Int
     let layers: [Layer]
     let postNormWeight: [Float], postNormBias: [Float]
-    let probe: [Float]
-    let headAttention: Attention
-    let headNormWeight: [Float], headNormBias: [Float]
-    let headMLP: MLP
+
+    /// The attention-pooling head (SigLIP; NaFlex towers have none).
+    struct Head {
+        let probe: [Float]
+        let attention: Attention
+        let normWeight: [Float], normBias: [Float]
+        let mlp: MLP
+    }
+    let head: Head?
     let activation: Activation
     let parallel: Parallel
 
-    /// Position tables per grid side, resized once and kept.
-    private var positionCache: [Int: [Float]] = [:]
+    /// Position tables per grid (rows, cols), resized once and kept.
+    private var positionCache: [GridSize: [Float]] = [:]
+    struct GridSize: Hashable { let rows: Int, cols: Int }
     private var scratch: Scratch
 
     /// Buffers for a batch of views of `tokens` patches in all, none of more than `viewTokens`.
@@ -133,14 +144,16 @@ public final class SigLIPVisionTower {
         }
         postNormWeight = try weights.floats(v + "post_layernorm.weight", shape: [d])
         postNormBias = try weights.floats(v + "post_layernorm.bias", shape: [d])
-        let h = v + "head."
-        probe = try weights.floats(h + "probe", shape: [1, d])
-        headAttention = try attention(h + "attention.")
-        headNormWeight = try weights.floats(h + "layernorm.weight", shape: [d])
-        headNormBias = try weights.floats(h + "layernorm.bias", shape: [d])
-        // The head's MLP width is its own tensor's (it equals intermediate_size in SigLIP, but need not).
-        let headWidth = try weights.entry(h + "mlp.fc1.weight").info.shape.first ?? mlpWidth
-        headMLP = try mlp(h + "mlp.", width: headWidth)
+        if config.isNaFlex {
+            head = nil
+        } else {
+            let h = v + "head."
+            // The head's MLP width is its own tensor's (it equals intermediate_size in SigLIP, but need not).
+            let headWidth = try weights.entry(h + "mlp.fc1.weight").info.shape.first ?? mlpWidth
+            head = Head(probe: try weights.floats(h + "probe", shape: [1, d]), attention: try attention(h + "attention."),
+                        normWeight: try weights.floats(h + "layernorm.weight", shape: [d]),
+                        normBias: try weights.floats(h + "layernorm.bias", shape: [d]), mlp: try mlp(h + "mlp.", width: headWidth))
+        }
         scratch = Scratch(tokens: tableSide * tableSide, viewTokens: tableSide * tableSide, config: config, threads: threads)
     }
 
@@ -151,10 +164,55 @@ public final class SigLIPVisionTower {
     /// the trained grid, otherwise the table bicubically resized (computed once per side, then cached).
     public func positionEmbeddings(gridSide side: Int) -> [Float] {
         if side == tableSide { return positionTable }
-        if let cached = positionCache[side] { return cached }
+        let key = GridSize(rows: side, cols: side)
+        if let cached = positionCache[key] { return cached }
         let table = Self.bicubicResize(positionTable, side: tableSide, channels: config.hiddenSize, to: side)
-        positionCache[side] = table
+        positionCache[key] = table
         return table
+    }
+
+    /// NaFlex: the position embeddings for a `rows × cols` grid ([rows·cols × hidden], row-major), the table resized
+    /// as Siglip2VisionEmbeddings does it — `F.interpolate(mode="bilinear", align_corners=False, antialias=True)`,
+    /// which transformers writes out as separable triangle weights: per output index i along an axis of `out` from
+    /// `in`, scale = in/out, support = max(scale, 1), centre = (i + ½)·scale − ½, weight of source j =
+    /// max(0, 1 − |j − centre| / support), normalised to sum 1; output = Σ wrow·wcol·table (float32).
+    public func positionEmbeddings(rows: Int, cols: Int) -> [Float] {
+        let key = GridSize(rows: rows, cols: cols)
+        if let cached = positionCache[key] { return cached }
+        let table = Self.antialiasedBilinearResize(positionTable, side: tableSide, channels: config.hiddenSize, rows: rows, cols: cols)
+        positionCache[key] = table
+        return table
+    }
+
+    public static func antialiasedBilinearResize(_ input: [Float], side: Int, channels: Int, rows: Int, cols: Int) -> [Float] {
+        precondition(input.count == side * side * channels && side > 0 && rows > 0 && cols > 0)
+        func axisWeights(_ out: Int) -> [[Float]] {
+            let scale = Float(side) / Float(out), support = max(scale, 1)
+            return (0..<out).map { i in
+                let centre = (Float(i) + 0.5) * scale - 0.5
+                var w = (0..<side).map { j in max(0, 1 - abs(Float(j) - centre) / support) }
+                let total = w.reduce(0, +)
+                for j in w.indices { w[j] /= total }
+                return w
+            }
+        }
+        let wr = axisWeights(rows), wc = axisWeights(cols)
+        var out = [Float](repeating: 0, count: rows * cols * channels)
+        input.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for i in 0..<rows {
+                    for j in 0..<cols {
+                        let o = dst.baseAddress! + (i * cols + j) * channels
+                        for a in 0..<side where wr[i][a] != 0 {
+                            for b in 0..<side where wc[j][b] != 0 {
+                                fb_axpy(wr[i][a] * wc[j][b], src.baseAddress! + (a * side + b) * channels, o, channels)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return out
     }
 
     /// Resizes a square grid of vectors ([side² × channels], channels last) to `outSide × outSide` as
@@ -220,6 +278,7 @@ public final class SigLIPVisionTower {
     public func pooled(views: [(pixels: UnsafePointer<Float>, size: Int)], into out: UnsafeMutablePointer<Float>) {
         let c = config, d = c.hiddenSize, p = c.patchSize, channels = c.numChannels
         guard !views.isEmpty else { return }
+        guard let head else { preconditionFailure("a NaFlex tower has no pooling head: use features(images:)") }
         var segments: [Segment] = []
         var total = 0
         for view in views {
@@ -228,11 +287,7 @@ public final class SigLIPVisionTower {
             segments.append(Segment(start: total, count: side * side))
             total += side * side
         }
-        let largest = segments.map(\.count).max()!
-        if scratch.tokens < total || scratch.viewTokens < largest {
-            scratch = Scratch(tokens: max(total, scratch.tokens), viewTokens: max(largest, scratch.viewTokens), config: c,
-                              threads: parallel.threads)
-        }
+        reserve(tokens: total, largest: segments.map(\.count).max()!)
         let s = scratch
 
         // Patchify: patch (py, px) in row-major order, flattened [c][ky][kx] like the reshaped conv weight.
@@ -250,14 +305,65 @@ public final class SigLIPVisionTower {
                 }
             }
         }
+        encode(segments, total: total) { i in positionEmbeddings(gridSide: gridSide(forViewSize: views[i].size)) }
+
+        // Pooling head (nn.MultiheadAttention with the probe as the only query), then r + MLP(layernorm(r)); the
+        // probe's projection is the same for every view.
+        let count = views.count
+        head.probe.withUnsafeBufferPointer { parallel.matmul(head.attention.q, $0.baseAddress!, 1, s.q.pointer) }
+        fb_add_bias(s.q.pointer, head.attention.qBias, 1, d)
+        projectKeysValues(head.attention, from: s.normed.pointer, total)
+        attend(segments, sharedQuery: true)  // context row i = view i
+        parallel.matmul(head.attention.out, s.context.pointer, count, out)
+        fb_add_bias(out, head.attention.outBias, count, d)
+        layerNorm(out, head.normWeight, head.normBias, into: s.normed.pointer, rows: count)
+        runMLP(head.mlp, input: s.normed.pointer, count, output: s.projected.pointer)
+        fb_add(out, s.projected.pointer, count * d)
+    }
+
+    /// NaFlex: the post-layernorm patch features of each image (LFM2VLPatchedImage, patches flattened (y, x, c)),
+    /// as one batch (attention within each image). Writes images.map { rows·cols } × hidden floats to `out`, the
+    /// images one after another, patches row-major.
+    public func features(images: [LFM2VLPatchedImage], into out: UnsafeMutablePointer<Float>) {
+        let c = config, d = c.hiddenSize, width = c.numChannels * c.patchSize * c.patchSize
+        guard !images.isEmpty else { return }
+        var segments: [Segment] = []
+        var total = 0
+        for image in images {
+            precondition(image.patchSize == c.patchSize && image.values.count == image.patchRows * image.patchCols * width,
+                         "patches of \(image.patchSize) pixels for a tower of \(c.patchSize)")
+            segments.append(Segment(start: total, count: image.patchRows * image.patchCols))
+            total += image.patchRows * image.patchCols
+        }
+        reserve(tokens: total, largest: segments.map(\.count).max()!)
+        for (image, segment) in zip(images, segments) {
+            image.values.withUnsafeBufferPointer {
+                _ = memcpy(scratch.patches.pointer + segment.start * width, $0.baseAddress!, $0.count * 4)
+            }
+        }
+        encode(segments, total: total) { i in positionEmbeddings(rows: images[i].patchRows, cols: images[i].patchCols) }
+        memcpy(out, scratch.normed.pointer, total * d * 4)
+    }
+
+    /// Scratch for `tokens` patches in all, the largest image or view `largest` of them.
+    private func reserve(tokens: Int, largest: Int) {
+        if scratch.tokens < tokens || scratch.viewTokens < largest {
+            scratch = Scratch(tokens: max(tokens, scratch.tokens), viewTokens: max(largest, scratch.viewTokens), config: config,
+                              threads: parallel.threads)
+        }
+    }
+
+    /// From the patches in scratch to the post-layernorm features in scratch `normed`: patch embedding (+ bias), each
+    /// segment's position embeddings, the encoder layers (attention within each segment), post_layernorm.
+    private func encode(_ segments: [Segment], total: Int, positions: (Int) -> [Float]) {
+        let d = config.hiddenSize, s = scratch
         parallel.matmul(patchEmbedding, s.patches.pointer, total, s.hidden.pointer)
         fb_add_bias(s.hidden.pointer, patchBias, total, d)
-        for (view, segment) in zip(views, segments) {
-            positionEmbeddings(gridSide: gridSide(forViewSize: view.size)).withUnsafeBufferPointer {
+        for (i, segment) in segments.enumerated() {
+            positions(i).withUnsafeBufferPointer {
                 fb_add(s.hidden.pointer + segment.start * d, $0.baseAddress!, segment.count * d)
             }
         }
-
         for layer in layers {
             layerNorm(s.hidden.pointer, layer.norm1Weight, layer.norm1Bias, into: s.normed.pointer, rows: total)
             parallel.matmul(layer.attention.q, s.normed.pointer, total, s.q.pointer)
@@ -273,19 +379,6 @@ public final class SigLIPVisionTower {
             fb_add(s.hidden.pointer, s.projected.pointer, total * d)
         }
         layerNorm(s.hidden.pointer, postNormWeight, postNormBias, into: s.normed.pointer, rows: total)
-
-        // Pooling head (nn.MultiheadAttention with the probe as the only query), then r + MLP(layernorm(r)); the
-        // probe's projection is the same for every view.
-        let head = headAttention, count = views.count
-        probe.withUnsafeBufferPointer { parallel.matmul(head.q, $0.baseAddress!, 1, s.q.pointer) }
-        fb_add_bias(s.q.pointer, head.qBias, 1, d)
-        projectKeysValues(head, from: s.normed.pointer, total)
-        attend(segments, sharedQuery: true)  // context row i = view i
-        parallel.matmul(head.out, s.context.pointer, count, out)
-        fb_add_bias(out, head.outBias, count, d)
-        layerNorm(out, headNormWeight, headNormBias, into: s.normed.pointer, rows: count)
-        runMLP(headMLP, input: s.normed.pointer, count, output: s.projected.pointer)
-        fb_add(out, s.projected.pointer, count * d)
     }
 
     /// Convenience: the pooled vector of one view given as an array ([C, size, size]).
