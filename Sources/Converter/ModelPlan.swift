@@ -91,7 +91,7 @@ public struct ModelPlan {
         }
         if let layout = lfm2vl {
             let visionJSON = root.object("vision_config") ?? JSONObject([:])
-            let planned = try builder.planNaFlexVision(prefix: layout.vision, json: visionJSON)
+            let planned = try builder.planNaFlexVision(prefix: layout.vision, json: visionJSON, droppedLayers: layout.droppedLayers)
             vision = planned.config
             dropped = planned.dropped
             if let settings = ck.preprocessorConfig {
@@ -375,7 +375,7 @@ struct PlanBuilder {
 
     /// The NaFlex tower under `p` (embeddings, encoder, post_layernorm): the config's `num_hidden_layers` layers are
     /// kept (the model never runs the layers past them, nor the pooling head, whose tensors are dropped).
-    mutating func planNaFlexVision(prefix p: String, json: JSONObject) throws -> (config: VisionConfig, dropped: [String]) {
+    mutating func planNaFlexVision(prefix p: String, json: JSONObject, droppedLayers: Int = 0) throws -> (config: VisionConfig, dropped: [String]) {
         let patchName = p + "embeddings.patch_embedding.weight"
         let patch = try shape(patchName)
         guard patch.count == 2 else { throw FireboltError("tensor \(patchName) has shape \(patch), expected [hidden, channels × patch²] (a Linear)") }
@@ -390,9 +390,10 @@ struct PlanBuilder {
         guard side * side == positions else { throw FireboltError("tensor \(positionsName) has \(positions) rows, not a square grid") }
         let present = layerIndices(p + "encoder.layers.")
         guard !present.isEmpty, present == Array(0..<present.count) else { throw FireboltError("vision encoder layers are missing or not numbered 0..<n") }
-        let count = try json.int("num_hidden_layers") ?? present.count
-        guard count >= 1 && count <= present.count else {
-            throw FireboltError("vision_config num_hidden_layers \(count) but the checkpoint has \(present.count) layers", file: json.file)
+        let declared = try json.int("num_hidden_layers") ?? present.count
+        let count = declared - droppedLayers
+        guard declared <= present.count, count >= 1 else {
+            throw FireboltError("vision_config num_hidden_layers \(declared) (vision_feature_layer drops \(droppedLayers)) but the checkpoint has \(present.count) layers", file: json.file)
         }
         if let declared = try json.int("hidden_size"), declared != hidden {
             throw FireboltError("vision_config hidden_size \(declared) does not match \(patchName)")
@@ -521,6 +522,8 @@ struct PlanBuilder {
 /// first releases used `language_model.model.` / `vision_tower.vision_model.` / `multi_modal_projector.`.
 struct LFM2VLLayout {
     let language: String, head: String, vision: String, projector: String
+    /// Vision encoder layers after the feature layer, which the model never runs.
+    let droppedLayers: Int
 
     init(checkpoint ck: Checkpoint, root: JSONObject) throws {
         func first(_ candidates: [String], holding suffix: String, what: String) throws -> String {
@@ -536,12 +539,16 @@ struct LFM2VLLayout {
                            holding: "embeddings.patch_embedding.weight", what: "SigLIP2 vision tower")
         projector = try first(["model.multi_modal_projector.", "multi_modal_projector."], holding: "linear_1.weight",
                               what: "multi-modal projector")
-        // The released configs say vision_feature_layer -1: the last layer's output, which is what runs here.
-        // Another layer would mean dropping layers, with or without post_layernorm depending on the code that
-        // trained it: refused rather than guessed.
-        if let layer = try root.int("vision_feature_layer"), layer != -1 {
-            throw FireboltError("vision_feature_layer \(layer) is not supported (only -1, the last layer)", file: root.file)
+        // vision_feature_layer (Python index into the tower's hidden states; -1, the last layer, when absent): the
+        // layers after it are dropped and post_layernorm still applies, as the first LFM2-VL code did and llama.cpp
+        // does. transformers 5.25 no longer reads the key (it runs vision_config's num_hidden_layers), so for a value
+        // other than -1 this follows the model's original code, not transformers 5.25.
+        let layer = try root.int("vision_feature_layer") ?? -1
+        guard layer < 0 else {
+            throw FireboltError("vision_feature_layer \(layer) is not supported (a negative index: -1 the last layer, -2 the one before)",
+                                file: root.file)
         }
+        droppedLayers = -(layer + 1)
         if let strategy = root.string("vision_feature_select_strategy"), !["full", "default"].contains(strategy) {
             throw FireboltError("vision_feature_select_strategy '\(strategy)' is not supported", file: root.file)
         }

@@ -10,6 +10,8 @@ public enum Synth {
         public let text: LFM2Config
         public let vision: VisionConfig?
         public let cmmFFN: Int
+        /// LFM2-VL presets: the projector's width and the config's vision_feature_layer (`vision` is the NaFlex tower).
+        public var lfm2vl: (projectorHidden: Int, featureLayer: Int)? = nil
     }
 
     static func lfm2(hidden: Int, heads: Int, mlp: Int, vocab: Int = 65_536) -> LFM2Config {
@@ -22,7 +24,17 @@ public enum Synth {
     static let siglipBase = VisionConfig(hiddenSize: 768, intermediateSize: 3072, numHiddenLayers: 12, numAttentionHeads: 12,
                                          imageSize: 256, patchSize: 16)
 
+    // LFM2-VL's towers: SigLIP2 NaFlex base (450M) and so400m (1.6B), a 16 × 16 position table of 16-pixel patches.
+    static let naflexBase = VisionConfig(hiddenSize: 768, intermediateSize: 3072, numHiddenLayers: 12, numAttentionHeads: 12,
+                                         imageSize: 256, patchSize: 16, variant: VisionConfig.naflex)
+    static let naflexSo400m = VisionConfig(hiddenSize: 1152, intermediateSize: 4304, numHiddenLayers: 27, numAttentionHeads: 16,
+                                           imageSize: 256, patchSize: 16, variant: VisionConfig.naflex)
+
     public static let presets: [String: Preset] = [
+        "lfm2-vl-450m": Preset(name: "lfm2-vl-450m", text: lfm2(hidden: 1024, heads: 16, mlp: 4608), vision: naflexBase, cmmFFN: 0,
+                               lfm2vl: (projectorHidden: 2560, featureLayer: -1)),
+        "lfm2-vl-1.6b": Preset(name: "lfm2-vl-1.6b", text: lfm2(hidden: 2048, heads: 32, mlp: 8192), vision: naflexSo400m, cmmFFN: 0,
+                               lfm2vl: (projectorHidden: 2560, featureLayer: -2)),
         "lfm2-350m": Preset(name: "lfm2-350m", text: lfm2(hidden: 1024, heads: 16, mlp: 4608), vision: nil, cmmFFN: 0),
         "lfm2-700m": Preset(name: "lfm2-700m", text: lfm2(hidden: 1536, heads: 24, mlp: 6912), vision: nil, cmmFFN: 0),
         "lfm2-1.2b": Preset(name: "lfm2-1.2b", text: lfm2(hidden: 2048, heads: 32, mlp: 8192), vision: nil, cmmFFN: 0),
@@ -51,11 +63,23 @@ public enum Synth {
         }
         let tensors = plan(preset)
         try SafetensorsWriter.write(tensors: tensors, seed: seed, to: folder + "/model.safetensors")
-        let tokenizer = try SynthTokenizer.make(vocabSize: preset.text.vocabSize, seed: seed, withImageToken: preset.vision != nil)
+        let tokenizer = try SynthTokenizer.make(vocabSize: preset.text.vocabSize, seed: seed, withImageToken: preset.vision != nil,
+                                                imageMarkers: preset.lfm2vl != nil)
         try AtomicFile.write(tokenizer.json, to: folder + "/tokenizer.json")
         try AtomicFile.write(try json(tokenizerConfig()), to: folder + "/tokenizer_config.json")
         try AtomicFile.write(try json(config(preset, imageToken: tokenizer.imageId)), to: folder + "/config.json")
-        if preset.vision != nil {
+        if preset.lfm2vl != nil {
+            // transformers' Lfm2VlImageProcessor defaults, written out.
+            let p = LFM2VLProcessorConfig()
+            let pre: [String: Any] = ["image_processor_type": "Lfm2VlImageProcessor", "downsample_factor": p.downsampleFactor,
+                                      "do_image_splitting": p.doImageSplitting, "min_tiles": p.minTiles, "max_tiles": p.maxTiles,
+                                      "use_thumbnail": p.useThumbnail, "min_image_tokens": p.minImageTokens,
+                                      "max_image_tokens": p.maxImageTokens, "encoder_patch_size": p.encoderPatchSize,
+                                      "tile_size": p.tileSize, "max_pixels_tolerance": p.maxPixelsTolerance, "resample": p.resample,
+                                      "do_rescale": true, "rescale_factor": p.rescaleFactor, "do_normalize": true,
+                                      "image_mean": p.imageMean, "image_std": p.imageStd]
+            try AtomicFile.write(try json(pre), to: folder + "/preprocessor_config.json")
+        } else if preset.vision != nil {
             let pre: [String: Any] = ["image_processor_type": "SiglipImageProcessor", "do_resize": true,
                                       "size": ["height": 256, "width": 256], "resample": 2, "do_rescale": true,
                                       "rescale_factor": 1.0 / 255, "do_normalize": true, "image_mean": [0.5, 0.5, 0.5],
@@ -89,6 +113,17 @@ public enum Synth {
 
     static func config(_ p: Preset, imageToken: Int?) -> [String: Any] {
         guard let v = p.vision else { return textConfig(p.text) }
+        if let vl = p.lfm2vl {
+            return ["model_type": "lfm2_vl", "architectures": ["Lfm2VlForConditionalGeneration"],
+                    "image_token_index": imageToken ?? 0, "downsample_factor": 2, "projector_hidden_size": vl.projectorHidden,
+                    "projector_hidden_act": "gelu", "projector_bias": true, "projector_use_layernorm": true,
+                    "vision_feature_layer": vl.featureLayer, "tie_word_embeddings": true, "text_config": textConfig(p.text),
+                    "vision_config": ["model_type": "siglip2_vision_model", "hidden_size": v.hiddenSize,
+                                      "intermediate_size": v.intermediateSize, "num_hidden_layers": v.numHiddenLayers,
+                                      "num_attention_heads": v.numAttentionHeads, "num_channels": 3, "patch_size": v.patchSize,
+                                      "num_patches": (v.imageSize / v.patchSize) * (v.imageSize / v.patchSize),
+                                      "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6, "vision_use_head": false] as [String: Any]]
+        }
         return ["model_type": "fireboltlm", "architectures": ["FireboltLMForCausalLM"], "fuse_strategy": "cossm",
                 "bos_token_id": SynthTokenizer.bos, "eos_token_id": SynthTokenizer.imEnd, "pad_token_id": SynthTokenizer.pad,
                 "image_token_id": imageToken ?? 0, "vocab_size": p.text.vocabSize, "tie_word_embeddings": true,
@@ -121,13 +156,14 @@ public enum Synth {
     static func plan(_ p: Preset) -> [Tensor] {
         var out: [Tensor] = []
         let t = p.text, h = t.hiddenSize
-        let lm = p.vision == nil ? "" : "base_lm."
+        // Where Lfm2Model's tensors live: plain LFM2, Firebolt-VL's base_lm, LFM2-VL's language_model (transformers 5).
+        let textModel = p.lfm2vl != nil ? "model.language_model." : (p.vision == nil ? "model." : "base_lm.model.")
         func linear(_ name: String, _ rows: Int, _ cols: Int) { out.append(Tensor(name: name, shape: [rows, cols], fill: .normal(std: 1 / Float(cols).squareRoot()))) }
         func norm(_ name: String, _ n: Int) { out.append(Tensor(name: name, shape: [n], fill: .around(1, 0.05))) }
         func bias(_ name: String, _ n: Int) { out.append(Tensor(name: name, shape: [n], fill: .around(0, 0.02))) }
-        out.append(Tensor(name: lm + "model.embed_tokens.weight", shape: [t.vocabSize, h], fill: .normal(std: 1)))
+        out.append(Tensor(name: textModel + "embed_tokens.weight", shape: [t.vocabSize, h], fill: .normal(std: 1)))
         for i in 0..<t.numHiddenLayers {
-            let l = lm + "model.layers.\(i)."
+            let l = textModel + "layers.\(i)."
             norm(l + "operator_norm.weight", h)
             norm(l + "ffn_norm.weight", h)
             if t.isAttention(layer: i) {
@@ -146,8 +182,27 @@ public enum Synth {
             linear(l + "feed_forward.w3.weight", t.intermediateSize, h)
             linear(l + "feed_forward.w2.weight", h, t.intermediateSize)
         }
-        norm(lm + "model.embedding_norm.weight", h)
+        norm(textModel + "embedding_norm.weight", h)
         guard let v = p.vision else { return out }
+        if let vl = p.lfm2vl {
+            let vp = "model.vision_tower.", d = v.hiddenSize, patchFan = v.numChannels * v.patchSize * v.patchSize
+            linear(vp + "embeddings.patch_embedding.weight", d, patchFan); bias(vp + "embeddings.patch_embedding.bias", d)
+            let side = v.imageSize / v.patchSize
+            out.append(Tensor(name: vp + "embeddings.position_embedding.weight", shape: [side * side, d], fill: .normal(std: 0.5)))
+            for i in 0..<v.numHiddenLayers {
+                let l = vp + "encoder.layers.\(i)."
+                for n in ["layer_norm1", "layer_norm2"] { norm(l + n + ".weight", d); bias(l + n + ".bias", d) }
+                for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] { linear(l + "self_attn.\(proj).weight", d, d); bias(l + "self_attn.\(proj).bias", d) }
+                linear(l + "mlp.fc1.weight", v.intermediateSize, d); bias(l + "mlp.fc1.bias", v.intermediateSize)
+                linear(l + "mlp.fc2.weight", d, v.intermediateSize); bias(l + "mlp.fc2.bias", d)
+            }
+            norm(vp + "post_layernorm.weight", d); bias(vp + "post_layernorm.bias", d)
+            let m = "model.multi_modal_projector.", input = 4 * d
+            norm(m + "layer_norm.weight", input); bias(m + "layer_norm.bias", input)
+            linear(m + "linear_1.weight", vl.projectorHidden, input); bias(m + "linear_1.bias", vl.projectorHidden)
+            linear(m + "linear_2.weight", h, vl.projectorHidden); bias(m + "linear_2.bias", h)
+            return out
+        }
 
         let vp = "model.vision_encoder.encoder.model.vision_model.", d = v.hiddenSize
         let patchFan = v.numChannels * v.patchSize * v.patchSize
@@ -254,7 +309,12 @@ enum SynthTokenizer {
     static let reservedCount = 512  // ids below this are special / reserved, as in LFM2
     static let imageTokenId = 396
 
-    static func make(vocabSize: Int, seed: UInt64, withImageToken: Bool) throws -> (json: Data, imageId: Int?) {
+    /// With `imageMarkers`, LFM2-VL's markers take reserved ids after the image token: `<|image_start|>`,
+    /// `<|image_end|>`, `<|img_thumbnail|>` and `<|img_row_R_col_C|>` for R, C up to 10.
+    static let imageMarkers = ["<|image_start|>", "<|image_end|>", "<|img_thumbnail|>"] +
+        (1...10).flatMap { r in (1...10).map { c in "<|img_row_\(r)_col_\(c)|>" } }
+
+    static func make(vocabSize: Int, seed: UInt64, withImageToken: Bool, imageMarkers: Bool = false) throws -> (json: Data, imageId: Int?) {
         var added: [[String: Any]] = []
         var vocab: [String: Int] = [:]
         let reserved = min(reservedCount, max(16, vocabSize / 4))
@@ -262,8 +322,10 @@ enum SynthTokenizer {
             throw FireboltError("a synthetic tokenizer needs at least \(reserved + ByteLevelAlphabet.symbols.count) entries, got \(vocabSize)")
         }
         for id in 0..<reserved {
-            let content = id < specials.count ? specials[id]
-                : (withImageToken && id == min(imageTokenId, reserved - 1) ? "<image>" : "<|reserved_\(id)|>")
+            let image = min(imageTokenId, reserved - 1 - (imageMarkers ? Self.imageMarkers.count : 0))
+            var content = id < specials.count ? specials[id]
+                : (withImageToken && id == image ? "<image>" : "<|reserved_\(id)|>")
+            if imageMarkers && id > image && id - image - 1 < Self.imageMarkers.count { content = Self.imageMarkers[id - image - 1] }
             vocab[content] = id
             added.append(["id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
                           "normalized": false, "special": true])

@@ -14,7 +14,7 @@ let benchSpec = CommandSpec(
         .value("model", short: "m", "M.fbm", "the model file"),
         .value("prompt-tokens", "N", "prompt length (default 512)"),
         .value("gen-tokens", "N", "tokens to decode (default 128; end-of-sequence does not stop a benchmark)"),
-        .flag("image", "also run the vision tower and the CMM on a synthetic image (Firebolt-VL models)"),
+        .flag("image", "also run the image path on a synthetic image (Firebolt-VL: tower and CMM; LFM2-VL: a 512 × 512 image through tower and projector, its tokens before the prompt)"),
         .value("threads", short: "t", "N", "threads (default: all cores)"),
         .value("repeat", "R", "measured repeats (default 3)"),
         .value("ctx", "N", "context length (default 4096)"),
@@ -104,8 +104,12 @@ enum BenchReport {
             ("load", String(format: "%.0f ms", r.loadMs)),
         ]
         if r.image {
-            rows.append(("vision tower (5 views)", spread(r.visionMs, "ms", 0)))
-            rows.append(("CMM (prompt)", spread(r.cmmMs, "ms", 1)))
+            if r.architecture == "lfm2_vl" {
+                rows.append(("vision tower + projector", spread(r.visionMs, "ms", 0)))
+            } else {
+                rows.append(("vision tower (5 views)", spread(r.visionMs, "ms", 0)))
+                rows.append(("CMM (prompt)", spread(r.cmmMs, "ms", 1)))
+            }
         }
         rows += [
             ("prefill, \(r.promptTokens) tokens", spread(r.prefillTokensPerSecond, "tok/s")),

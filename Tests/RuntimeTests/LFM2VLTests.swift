@@ -213,6 +213,24 @@ final class LFM2VLTests: XCTestCase {
         }
     }
 
+    /// vision_feature_layer −2 (as some released configs say): the last encoder layer is dropped from the file and
+    /// the tower runs one layer fewer (post_layernorm still applied).
+    func testFeatureLayerDropsTheLayersAfterIt() throws {
+        let dir = Self.folder.file("feature-layer")
+        try FileManager.default.copyItem(atPath: try Fixtures.require(Self.fixture + "/model"), toPath: dir)
+        let configPath = dir + "/config.json"
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: configPath))) as! [String: Any]
+        json["vision_feature_layer"] = -2
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: configPath))
+        var options = ConversionOptions()
+        options.bits = 32
+        _ = try FBMConverter.convert(input: dir, output: dir + "/out.fbm", options: options)
+        let file = try FBMFile(path: dir + "/out.fbm")
+        XCTAssertEqual(file.config.vision?.numHiddenLayers, 1)
+        XCTAssertFalse(file.header.tensors.contains { $0.name.hasPrefix("vision_model.encoder.layers.1.") })
+        XCTAssertTrue(file.header.tensors.contains { $0.name == "vision_model.post_layernorm.weight" })
+    }
+
     /// What fbconvert refuses in an LFM2-VL folder, with the file named.
     func testConverterRefusesWhatItDoesNotSupport() throws {
         let source = try Fixtures.require(Self.fixture + "/model")
@@ -226,7 +244,8 @@ final class LFM2VLTests: XCTestCase {
             return dir
         }
         let cases: [(String, (inout [String: Any]) -> Void, String)] = [
-            ("config.json", { $0["vision_feature_layer"] = -2 }, "vision_feature_layer"),
+            ("config.json", { $0["vision_feature_layer"] = 1 }, "vision_feature_layer"),
+            ("config.json", { $0["vision_feature_layer"] = -3 }, "vision_feature_layer"),
             ("config.json", { $0["projector_hidden_act"] = "relu" }, "projector_hidden_act"),
             ("config.json", { $0["downsample_factor"] = 4 }, "downsample_factor"),
             ("processor_config.json", { var p = $0["image_processor"] as! [String: Any]; p["min_tiles"] = 1; $0["image_processor"] = p }, "min_tiles"),
