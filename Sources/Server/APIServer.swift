@@ -38,8 +38,9 @@ public final class APIServer {
         self.model = model
         self.modelName = modelName
         self.options = options
-        parser = RequestParser(tokenizer: model.tokenizer, architecture: model.config.architecture, takesImages: model.vision != nil,
-                               contextLength: options.contextLength, maxImagePixels: options.maxImagePixels)
+        parser = RequestParser(tokenizer: model.tokenizer, architecture: model.config.architecture, takesImages: model.config.takesImages,
+                               contextLength: options.contextLength, maxImagePixels: options.maxImagePixels,
+                               lfm2vl: model.lfm2vl.map { ($0.processor, $0.imageTokenId) })
         engine = Engine(model: model, parallel: options.parallel, contextLength: options.contextLength,
                         threads: options.threads, maxQueue: options.maxQueue)
         do {

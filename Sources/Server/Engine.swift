@@ -304,6 +304,11 @@ final class Engine {
                         try vl.setImage(grid: try spec.image.map { try encodedImage($0.key, $0.pixels).grid })
                     }
                     vl.reset()
+                } else if let vl = slot.session as? LFM2VLSession {
+                    if slot.imageKey != spec.image?.key || spec.image == nil {
+                        try vl.setImage(features: try spec.image.map { try encodedImage($0.key, $0.pixels).features })
+                    }
+                    vl.reset()
                 } else {
                     slot.session.reset()
                 }
@@ -327,15 +332,22 @@ final class Engine {
         }
     }
 
-    /// The image's grid, from the cache of recent images or through the vision tower.
+    /// The image through the model's image path (Firebolt-VL's grid, LFM2-VL's features), from the cache of recent
+    /// images or computed.
     private func encodedImage(_ key: UInt64, _ pixels: RGBImage) throws -> EncodedImage {
         if let i = images.firstIndex(where: { $0.key == key }) {
             let hit = images.remove(at: i)
             images.append(hit)
             return hit.encoded
         }
-        guard let vision = model.vision else { throw FireboltError("this model is text-only: it cannot take an image") }
-        let encoded = vision.encode(image: pixels)
+        let encoded: EncodedImage
+        if let vision = model.vision {
+            encoded = vision.encode(image: pixels)
+        } else if let vl = model.lfm2vl {
+            encoded = try vl.encode(image: pixels)
+        } else {
+            throw FireboltError("this model is text-only: it cannot take an image")
+        }
         images.append((key, encoded))
         if images.count > 8 { images.removeFirst() }
         return encoded

@@ -11,13 +11,18 @@ public struct RequestParser {
     public let takesImages: Bool
     public let contextLength: Int
     public let maxImagePixels: Int
+    /// LFM2-VL: its image processor settings and image token, to expand `<image>` by the image's layout (which
+    /// depends only on the image's size).
+    public let lfm2vl: (processor: LFM2VLProcessorConfig, imageToken: Int32)?
 
-    public init(tokenizer: Tokenizer, architecture: String, takesImages: Bool, contextLength: Int, maxImagePixels: Int) {
+    public init(tokenizer: Tokenizer, architecture: String, takesImages: Bool, contextLength: Int, maxImagePixels: Int,
+                lfm2vl: (processor: LFM2VLProcessorConfig, imageToken: Int32)? = nil) {
         self.tokenizer = tokenizer
         self.architecture = architecture
         self.takesImages = takesImages
         self.contextLength = contextLength
         self.maxImagePixels = maxImagePixels
+        self.lfm2vl = lfm2vl
     }
 
     /// A `/v1/chat/completions` (`chat`) or `/v1/completions` body. Throws `APIError` (400) naming what is wrong.
@@ -80,9 +85,6 @@ public struct RequestParser {
                         guard let url = part.imageURL else { throw APIError(400, "\(param).image_url is required", param: param + ".image_url") }
                         guard role == "user" else { throw APIError(400, "images go in user messages (\(param))", param: param) }
                         guard takesImages else {
-                            if architecture == "lfm2_vl" {  // fbrun takes its images; the server's image path is Firebolt-VL's
-                                throw APIError(400, "fbserve does not take images for lfm2_vl models yet (fbrun does)", param: param)
-                            }
                             throw APIError(400, "this model (\(architecture)) is text-only: it cannot take an image", param: param)
                         }
                         guard image == nil else { throw APIError(400, "one image per conversation is supported (\(param) is a second)", param: param) }
@@ -96,10 +98,20 @@ public struct RequestParser {
             if text.isEmpty && !hasImage && role != "assistant" {
                 throw APIError(400, "messages[\(i)].content is empty", param: "messages[\(i)].content")
             }
-            // Firebolt-VL's prompt: the image marker, a newline, then the text.
-            rendered.append((role, hasImage ? "<image>\n" + text : text))
+            // Firebolt-VL's prompt: the image marker, a newline, then the text; LFM2-VL's template puts nothing between.
+            rendered.append((role, hasImage ? (lfm2vl == nil ? "<image>\n" : "<image>") + text : text))
         }
-        let ids = tokenizer.encode(Tokenizer.chatPrompt(messages: rendered), addBOS: false)
+        var ids = tokenizer.encode(Tokenizer.chatPrompt(messages: rendered), addBOS: false)
+        if let vl = lfm2vl, let image {
+            let placeholder: [Int32]
+            do {
+                let layout = try LFM2VLImageLayout(width: image.pixels.width, height: image.pixels.height, config: vl.processor)
+                placeholder = try layout.placeholderIds(tokenizer: tokenizer, imageToken: vl.imageToken)
+            } catch {
+                throw APIError(400, "the image cannot be laid out for this model: \(error)", param: "messages")
+            }
+            ids = ids.flatMap { $0 == vl.imageToken ? placeholder : [$0] }
+        }
         return GenerationSpec(promptIds: ids, image: image, sampling: .greedy, maxTokens: 0, stop: [])
     }
 

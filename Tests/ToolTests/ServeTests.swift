@@ -379,6 +379,28 @@ final class ServeTests: XCTestCase {
         XCTAssertTrue(image.errorMessage?.contains("text-only") == true, image.text)
     }
 
+    /// LFM2-VL through the server: the image (split into tiles) and the question give fbrun's greedy answer, whole
+    /// and as the usage's prompt count says (placeholders expanded), twice (the second from the image cache).
+    func testLFM2VLImageAnswersAsFbrun() throws {
+        let fixture = Fixtures.root + "/lfm2-vl-tiny"
+        let model = try self.model("lfm2-vl-q8", input: fixture + "/model", bits: 8)
+        let image = fixture + "/image-2.png"
+        let server = try ServerProcess(model: model, ["--parallel", "2"])
+        defer { XCTAssertEqual(server.stop().status, 0) }
+        let question = "What is in the picture?"
+        let expected = try fbrunAnswer(model, question, image: image, maxTokens: 8)
+        XCTAssertFalse(expected.isEmpty, "fbrun gave no answer to compare with")
+        let loaded = try LoadedModel(path: model, threads: 1)
+        let promptTokens = try loaded.promptIds(question: question, image: try loaded.encodeImage(path: image)).count
+        for _ in 0..<2 {
+            let reply = try server.post("/v1/chat/completions", ["temperature": 0, "max_tokens": 8,
+                                                                "messages": [try Self.userMessage(question, image: image)]])
+            XCTAssertEqual(reply.status, 200, reply.text)
+            XCTAssertEqual(reply.json.answerText, expected)
+            XCTAssertEqual(reply.json.usage["prompt_tokens"] as? Int, promptTokens)
+        }
+    }
+
     func testBadCommandLinesAreRefusedWithAMessage() throws {
         let model = try shapes
         for (args, message) in [(["--host", "localhost"], "not an IPv4 address"), (["--parallel", "0"], "--parallel"),

@@ -188,6 +188,23 @@ public struct LFM2VLImageLayout: Equatable, Sendable {
         case imageTokens(Int)
     }
 
+    /// The token ids `<image>` expands to: the markers looked up in `tokenizer`, `imageToken` for each image token.
+    public func placeholderIds(tokenizer: Tokenizer, imageToken: Int32) throws -> [Int32] {
+        var ids: [Int32] = []
+        for piece in placeholder {
+            switch piece {
+            case .marker(let text):
+                guard let id = tokenizer.id(forToken: text) else {
+                    throw FireboltError("the tokenizer has no \(text) token, which this image's layout needs")
+                }
+                ids.append(id)
+            case .imageTokens(let n):
+                ids += [Int32](repeating: imageToken, count: n)
+            }
+        }
+        return ids
+    }
+
     /// The expansion of one `<image>`, with the start/end/row/thumbnail markers (the processor's default).
     public var placeholder: [Piece] {
         var parts: [Piece] = [.marker("<|image_start|>")]

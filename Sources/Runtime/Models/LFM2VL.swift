@@ -135,19 +135,7 @@ public final class LFM2VLModel {
 
     /// The token ids `<image>` expands to for `layout`, from the tokenizer's marker tokens.
     public func placeholderIds(_ layout: LFM2VLImageLayout, tokenizer: Tokenizer) throws -> [Int32] {
-        var ids: [Int32] = []
-        for piece in layout.placeholder {
-            switch piece {
-            case .marker(let text):
-                guard let id = tokenizer.id(forToken: text) else {
-                    throw FireboltError("the tokenizer has no \(text) token, which this image's layout needs")
-                }
-                ids.append(id)
-            case .imageTokens(let n):
-                ids += [Int32](repeating: imageTokenId, count: n)
-            }
-        }
-        return ids
+        try layout.placeholderIds(tokenizer: tokenizer, imageToken: imageTokenId)
     }
 }
 
