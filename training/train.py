@@ -132,35 +132,44 @@ def left_to_right(scene: world.Scene) -> list:
     return sorted(scene.shapes, key=lambda s: s.cx)
 
 
+def top_to_bottom(scene: world.Scene) -> list:
+    return sorted(scene.shapes, key=lambda s: s.cy)
+
+
 def whole_targets(scene: world.Scene) -> np.ndarray:
     """Training-only targets for the whole-image view's vector, the only view that knows where things are (the
     tiles share one position table and the modulator does not know which view is which): for every (colour,
-    shape) pair, 0 if absent else 1 + side_of_centre; then for each place in the left-to-right order, 0 if empty
-    else 1 + the pair's index. They are what `where` and `describe` need read out of one pooled vector."""
+    shape) pair, 0 if absent else 1 + side_of_centre; then for each place in the left-to-right order, and then in
+    the top-to-bottom order, 0 if empty else 1 + the pair's index. They are what `where` and `describe` need read
+    out of one pooled vector."""
     sides = np.zeros(len(PAIRS), dtype=np.int64)
     for s in scene.shapes:
         sides[PAIRS.index((s.color, s.kind))] = 1 + side_of_centre(scene, s)
-    order = np.zeros(MAX_OBJECTS, dtype=np.int64)
-    for place, s in enumerate(left_to_right(scene)):
-        order[place] = 1 + PAIRS.index((s.color, s.kind))
-    return np.concatenate([sides, order])
+    orders = np.zeros((2, MAX_OBJECTS), dtype=np.int64)
+    for row, ordered in enumerate((left_to_right(scene), top_to_bottom(scene))):
+        for place, s in enumerate(ordered):
+            orders[row, place] = 1 + PAIRS.index((s.color, s.kind))
+    return np.concatenate([sides, orders.reshape(-1)])
 
 
 def patch_targets(scene: world.Scene) -> np.ndarray:
     """Training-only dense targets, a per-region signal the pooled answer loss alone provides very slowly. For each
     of the whole image's 256 patches: which pair covers its centre, with the side of the image that object's
-    centre is on (1 + 4 * pair + side, 0 for the background), and its place in the left-to-right order (1 + place,
-    0 for the background); for each of the four tiles' 64 patches, which pair (1 + pair, 0 for the background).
-    [256 + 256 + 4 * 64] labels."""
+    centre is on (1 + 4 * pair + side, 0 for the background), and its object's place in the left-to-right and in
+    the top-to-bottom order (1 + place, 0 for the background); for each of the four tiles' 64 patches, which pair
+    (1 + pair, 0 for the background). [3 * 256 + 4 * 64] labels."""
     def sampled(label) -> np.ndarray:
         labels = np.asarray(world.label_map(scene, label).resize((IMAGE_SIZE, IMAGE_SIZE), Image.NEAREST))
         return labels
     places = {id(s): i for i, s in enumerate(left_to_right(scene))}
+    rows = {id(s): i for i, s in enumerate(top_to_bottom(scene))}
     pair_side = sampled(lambda s: 1 + 4 * PAIRS.index((s.color, s.kind)) + side_of_centre(scene, s))
     place = sampled(lambda s: 1 + places[id(s)])
+    row = sampled(lambda s: 1 + rows[id(s)])
     pair = sampled(lambda s: 1 + PAIRS.index((s.color, s.kind)))
     out = [pair_side[np.ix_(PATCH_CENTRES, PATCH_CENTRES)].reshape(-1),
-           place[np.ix_(PATCH_CENTRES, PATCH_CENTRES)].reshape(-1)]
+           place[np.ix_(PATCH_CENTRES, PATCH_CENTRES)].reshape(-1),
+           row[np.ix_(PATCH_CENTRES, PATCH_CENTRES)].reshape(-1)]
     for top, left, _ in VIEW_BOXES[1:]:
         out.append(pair[np.ix_(top + TILE_CENTRES, left + TILE_CENTRES)].reshape(-1))
     return np.concatenate(out).astype(np.int64)
@@ -287,6 +296,10 @@ def main() -> None:
     p.add_argument("--patch-loss", type=float, default=0.5, help="weight of the per-patch auxiliary loss")
     p.add_argument("--background-weight", type=float, default=0.1,
                    help="weight of the background class in the whole image's per-patch losses")
+    p.add_argument("--vertical-order", action=argparse.BooleanOptionalAction, default=True,
+                   help="also ask the whole image's vector and patches for the top-to-bottom order (without it the "
+                        "tower learns left and right well but top and bottom barely: `where` was right about the "
+                        "side in 107 of 109 held-out answers, about top or bottom in 52)")
     p.add_argument("--out", type=Path, required=True, help="folder for the released-layout checkpoint")
     p.add_argument("--work", type=Path, default=Path("work"), help="folder for the resumable training state")
     args = p.parse_args()
@@ -307,13 +320,16 @@ def main() -> None:
 
     # Training-only heads (not saved): linear read-outs of the vision tower for the auxiliary targets above.
     pairs = len(PAIRS)
+    orders = 2 if args.vertical_order else 1   # left to right, and top to bottom
     aux = torch.nn.ModuleDict({
         "view": torch.nn.Linear(vision.hidden_size, pairs + 5),                        # view_targets, every view
-        "whole": torch.nn.Linear(vision.hidden_size, pairs * 5 + MAX_OBJECTS * (pairs + 1)),   # whole_targets
+        "whole": torch.nn.Linear(vision.hidden_size, pairs * 5 + orders * MAX_OBJECTS * (pairs + 1)),  # whole_targets
         "whole_patch_side": torch.nn.Linear(vision.hidden_size, 4 * pairs + 1),       # patch_targets ...
         "whole_patch_place": torch.nn.Linear(vision.hidden_size, MAX_OBJECTS + 1),
         "tile_patch": torch.nn.Linear(vision.hidden_size, pairs + 1),
     })
+    if args.vertical_order:
+        aux["whole_patch_row"] = torch.nn.Linear(vision.hidden_size, MAX_OBJECTS + 1)
     named = list(model.named_parameters()) + [("aux." + n, p) for n, p in aux.named_parameters()]
     decay = [p for n, p in named if p.dim() >= 2 and "kernel" not in n]
     rest = [p for n, p in named if not (p.dim() >= 2 and "kernel" not in n)]
@@ -340,7 +356,7 @@ def main() -> None:
     # that carry where things are, drive the per-patch position losses.
     side_weights = torch.ones(4 * pairs + 1); side_weights[0] = args.background_weight
     place_weights = torch.ones(MAX_OBJECTS + 1); place_weights[0] = args.background_weight
-    start, losses, side_ok, order_ok = time.time(), [], [], []
+    start, losses, side_ok, top_ok, order_ok = time.time(), [], [], [], []
     while step < args.steps:
         for group in opt.param_groups:
             group["lr"] = args.lr * schedule(step)
@@ -354,21 +370,27 @@ def main() -> None:
                      F.cross_entropy(view_logits[..., pairs:].flatten(0, 1), views[..., -1].long().flatten()))
         whole_logits = aux["whole"](grid[:, 0])
         side_logits = whole_logits[:, :pairs * 5].reshape(-1, pairs, 5)
-        order_logits = whole_logits[:, pairs * 5:].reshape(-1, MAX_OBJECTS, pairs + 1)
+        order_logits = whole_logits[:, pairs * 5:].reshape(-1, orders, MAX_OBJECTS, pairs + 1)
+        order_targets = wholes[:, pairs:].reshape(-1, 2, MAX_OBJECTS)[:, :orders]
         whole_loss = (F.cross_entropy(side_logits.flatten(0, 1), wholes[:, :pairs].flatten()) +
-                      F.cross_entropy(order_logits.flatten(0, 1), wholes[:, pairs:].flatten()))
+                      F.cross_entropy(order_logits.flatten(0, 2), order_targets.flatten()))
         n = whole_patches.shape[1]
         patch_loss = (F.cross_entropy(aux["whole_patch_side"](whole_patches).flatten(0, 1),
                                       patch_labels[:, :n].flatten(), weight=side_weights) +
                       F.cross_entropy(aux["whole_patch_place"](whole_patches).flatten(0, 1),
                                       patch_labels[:, n:2 * n].flatten(), weight=place_weights) +
                       F.cross_entropy(aux["tile_patch"](tile_patches.flatten(1, 2)).flatten(0, 1),
-                                      patch_labels[:, 2 * n:].flatten()))
+                                      patch_labels[:, 3 * n:].flatten()))
+        if args.vertical_order:
+            patch_loss = patch_loss + F.cross_entropy(aux["whole_patch_row"](whole_patches).flatten(0, 1),
+                                                      patch_labels[:, 2 * n:3 * n].flatten(), weight=place_weights)
         loss = loss + args.view_loss * (view_loss + whole_loss) + args.patch_loss * patch_loss
         with torch.no_grad():   # how well the whole-image vector holds positions (printed with the loss)
             present = wholes[:, :pairs] > 0
-            side_ok.append((side_logits.argmax(-1) == wholes[:, :pairs])[present].float().mean().item())
-            order_ok.append((order_logits.argmax(-1) == wholes[:, pairs:]).all(-1).float().mean().item())
+            guess, truth = side_logits.argmax(-1), wholes[:, :pairs]
+            side_ok.append((guess == truth)[present].float().mean().item())
+            top_ok.append(((guess - 1) // 2 == (truth - 1) // 2)[present].float().mean().item())
+            order_ok.append((order_logits.argmax(-1) == order_targets).all(-1).float().mean(0).tolist())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
@@ -377,7 +399,8 @@ def main() -> None:
         losses.append(loss.item())
         if step % 50 == 0:
             print(f"step {step} loss {np.mean(losses[-50:]):.4f} side {np.mean(side_ok[-50:]):.2f} "
-                  f"order {np.mean(order_ok[-50:]):.2f} lr {opt.param_groups[0]['lr']:.2e} "
+                  f"top/bottom {np.mean(top_ok[-50:]):.2f} "
+                  f"order {' '.join(f'{v:.2f}' for v in np.mean(order_ok[-50:], axis=0))} lr {opt.param_groups[0]['lr']:.2e} "
                   f"{(time.time() - start) / 60:.1f} min", flush=True)
         if step % args.eval_every == 0 or step == args.steps:
             per_family, overall = exact_match(model, validation)

@@ -338,20 +338,7 @@ struct PlanBuilder {
                 from: patchName, sourceShape: patch)
         try add(v + "embeddings.patch_embedding.bias", .vision, [hidden], .vector, from: p + "embeddings.patch_embedding.bias")
         try add(v + "embeddings.position_embedding.weight", .vision, [positions, hidden], .vector, from: positionsName)
-        for i in layers {
-            let s = p + "encoder.layers.\(i).", d = v + "encoder.layers.\(i)."
-            for norm in ["layer_norm1", "layer_norm2"] {
-                try add(d + norm + ".weight", .vision, [hidden], .vector, from: s + norm + ".weight")
-                try add(d + norm + ".bias", .vision, [hidden], .vector, from: s + norm + ".bias")
-            }
-            for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                try add(d + "self_attn.\(proj).weight", .vision, [hidden, hidden], .matrix, from: s + "self_attn.\(proj).weight")
-                try add(d + "self_attn.\(proj).bias", .vision, [hidden], .vector, from: s + "self_attn.\(proj).bias")
-            }
-            try addMLP(from: s + "mlp.", to: d + "mlp.", hidden: hidden, width: mlp)
-        }
-        try add(v + "post_layernorm.weight", .vision, [hidden], .vector, from: p + "post_layernorm.weight")
-        try add(v + "post_layernorm.bias", .vision, [hidden], .vector, from: p + "post_layernorm.bias")
+        try addEncoder(from: p, to: v, layers: layers.count, hidden: hidden, width: mlp)
         // Attention-pooling head: the packed in_proj is split into q/k/v so each can be used on its own.
         let h = p + "head.", d = v + "head."
         try add(d + "probe", .vision, [1, hidden], .vector, from: h + "probe", sourceShape: [1, 1, hidden])
@@ -412,20 +399,7 @@ struct PlanBuilder {
         try add(v + "embeddings.patch_embedding.weight", .vision, [hidden, patch[1]], .matrix, from: patchName)
         try add(v + "embeddings.patch_embedding.bias", .vision, [hidden], .vector, from: p + "embeddings.patch_embedding.bias")
         try add(v + "embeddings.position_embedding.weight", .vision, [positions, hidden], .vector, from: positionsName)
-        for i in 0..<count {
-            let s = p + "encoder.layers.\(i).", d = v + "encoder.layers.\(i)."
-            for norm in ["layer_norm1", "layer_norm2"] {
-                try add(d + norm + ".weight", .vision, [hidden], .vector, from: s + norm + ".weight")
-                try add(d + norm + ".bias", .vision, [hidden], .vector, from: s + norm + ".bias")
-            }
-            for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                try add(d + "self_attn.\(proj).weight", .vision, [hidden, hidden], .matrix, from: s + "self_attn.\(proj).weight")
-                try add(d + "self_attn.\(proj).bias", .vision, [hidden], .vector, from: s + "self_attn.\(proj).bias")
-            }
-            try addMLP(from: s + "mlp.", to: d + "mlp.", hidden: hidden, width: mlp)
-        }
-        try add(v + "post_layernorm.weight", .vision, [hidden], .vector, from: p + "post_layernorm.weight")
-        try add(v + "post_layernorm.bias", .vision, [hidden], .vector, from: p + "post_layernorm.bias")
+        try addEncoder(from: p, to: v, layers: count, hidden: hidden, width: mlp)
         let unused = (count..<present.count).map { p + "encoder.layers.\($0)." } + [p + "head."]
         return (config, unused)
     }
@@ -458,6 +432,25 @@ struct PlanBuilder {
         try add(m + "linear_2.bias", .vision, [textDim], .vector, from: p + "linear_2.bias")
         return ProjectorConfig(inputSize: input, hiddenSize: hiddenSize, outputSize: textDim, downsampleFactor: factor,
                                useLayerNorm: useNorm)
+    }
+
+    /// The first `layers` pre-LN encoder layers under `p` + "encoder.layers.", then post_layernorm (SigLIP and SigLIP2
+    /// name them alike).
+    private mutating func addEncoder(from p: String, to v: String, layers: Int, hidden: Int, width: Int) throws {
+        for i in 0..<layers {
+            let s = p + "encoder.layers.\(i).", d = v + "encoder.layers.\(i)."
+            for norm in ["layer_norm1", "layer_norm2"] {
+                try add(d + norm + ".weight", .vision, [hidden], .vector, from: s + norm + ".weight")
+                try add(d + norm + ".bias", .vision, [hidden], .vector, from: s + norm + ".bias")
+            }
+            for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                try add(d + "self_attn.\(proj).weight", .vision, [hidden, hidden], .matrix, from: s + "self_attn.\(proj).weight")
+                try add(d + "self_attn.\(proj).bias", .vision, [hidden], .vector, from: s + "self_attn.\(proj).bias")
+            }
+            try addMLP(from: s + "mlp.", to: d + "mlp.", hidden: hidden, width: width)
+        }
+        try add(v + "post_layernorm.weight", .vision, [hidden], .vector, from: p + "post_layernorm.weight")
+        try add(v + "post_layernorm.bias", .vision, [hidden], .vector, from: p + "post_layernorm.bias")
     }
 
     private mutating func addMLP(from s: String, to d: String, hidden: Int, width: Int) throws {

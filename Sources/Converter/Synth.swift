@@ -184,11 +184,9 @@ public enum Synth {
         }
         norm(textModel + "embedding_norm.weight", h)
         guard let v = p.vision else { return out }
-        if let vl = p.lfm2vl {
-            let vp = "model.vision_tower.", d = v.hiddenSize, patchFan = v.numChannels * v.patchSize * v.patchSize
-            linear(vp + "embeddings.patch_embedding.weight", d, patchFan); bias(vp + "embeddings.patch_embedding.bias", d)
-            let side = v.imageSize / v.patchSize
-            out.append(Tensor(name: vp + "embeddings.position_embedding.weight", shape: [side * side, d], fill: .normal(std: 0.5)))
+        /// The vision encoder's layers and post_layernorm under `vp` (SigLIP and SigLIP2 name them alike).
+        func encoder(_ vp: String, _ v: VisionConfig) {
+            let d = v.hiddenSize
             for i in 0..<v.numHiddenLayers {
                 let l = vp + "encoder.layers.\(i)."
                 for n in ["layer_norm1", "layer_norm2"] { norm(l + n + ".weight", d); bias(l + n + ".bias", d) }
@@ -197,6 +195,13 @@ public enum Synth {
                 linear(l + "mlp.fc2.weight", d, v.intermediateSize); bias(l + "mlp.fc2.bias", d)
             }
             norm(vp + "post_layernorm.weight", d); bias(vp + "post_layernorm.bias", d)
+        }
+        if let vl = p.lfm2vl {
+            let vp = "model.vision_tower.", d = v.hiddenSize, patchFan = v.numChannels * v.patchSize * v.patchSize
+            linear(vp + "embeddings.patch_embedding.weight", d, patchFan); bias(vp + "embeddings.patch_embedding.bias", d)
+            let side = v.imageSize / v.patchSize
+            out.append(Tensor(name: vp + "embeddings.position_embedding.weight", shape: [side * side, d], fill: .normal(std: 0.5)))
+            encoder(vp, v)
             let m = "model.multi_modal_projector.", input = 4 * d
             norm(m + "layer_norm.weight", input); bias(m + "layer_norm.bias", input)
             linear(m + "linear_1.weight", vl.projectorHidden, input); bias(m + "linear_1.bias", vl.projectorHidden)
@@ -211,14 +216,7 @@ public enum Synth {
         bias(vp + "embeddings.patch_embedding.bias", d)
         let side = v.imageSize / v.patchSize
         out.append(Tensor(name: vp + "embeddings.position_embedding.weight", shape: [side * side, d], fill: .normal(std: 0.5)))
-        for i in 0..<v.numHiddenLayers {
-            let l = vp + "encoder.layers.\(i)."
-            for n in ["layer_norm1", "layer_norm2"] { norm(l + n + ".weight", d); bias(l + n + ".bias", d) }
-            for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] { linear(l + "self_attn.\(proj).weight", d, d); bias(l + "self_attn.\(proj).bias", d) }
-            linear(l + "mlp.fc1.weight", v.intermediateSize, d); bias(l + "mlp.fc1.bias", v.intermediateSize)
-            linear(l + "mlp.fc2.weight", d, v.intermediateSize); bias(l + "mlp.fc2.bias", d)
-        }
-        norm(vp + "post_layernorm.weight", d); bias(vp + "post_layernorm.bias", d)
+        encoder(vp, v)
         out.append(Tensor(name: vp + "head.probe", shape: [1, 1, d], fill: .normal(std: 1)))
         linear(vp + "head.attention.in_proj_weight", 3 * d, d); bias(vp + "head.attention.in_proj_bias", 3 * d)
         linear(vp + "head.attention.out_proj.weight", d, d); bias(vp + "head.attention.out_proj.bias", d)

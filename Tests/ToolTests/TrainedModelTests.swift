@@ -42,19 +42,29 @@ final class TrainedModelTests: XCTestCase {
     }
 
     /// The demo's questions at 4 bits, about the shipped example image (a yellow circle, a blue triangle and a yellow
-    /// triangle; training/shapes_world.py image --seed 16 prints every question's answer), including a "where" and
-    /// the "describe" question, the two families this model gets right only 48% and 68% of the time (README): the
-    /// demo shows them, so a kernel change that flips them must be seen.
+    /// triangle; training/shapes_world.py image --seed 16 prints every question's answer). The five the model answers
+    /// reliably (count, colour, shape, exists: 98–100% held out) must be right. The demo also asks a "where" and the
+    /// "describe" question, the families this model gets right only 50% and 72% of the time (README; on this image it
+    /// gets both wrong, and the demo says so): for those the 4-bit answer must be float32's, so a kernel change that
+    /// flips them is seen.
     func testDemoQuestionsAreAnsweredAtFourBits() throws {
         let image = Fixtures.repositoryRoot.appendingPathComponent("assets/example.png").path
-        for (question, answer) in [("How many shapes are there?", "three"), ("What color is the circle?", "yellow"),
-                                   ("What shape is the blue one?", "triangle"), ("Is there a yellow triangle?", "yes"),
-                                   ("Is there a red square?", "no"), ("Where is the yellow circle?", "bottom left"),
-                                   ("What is in the picture?", "a yellow circle, a blue triangle and a yellow triangle")] {
-            let r = try Tools.run("fbrun", ["--model", try model(bits: 4), "--image", image, "--prompt", question,
+        func answer(_ question: String, bits: Int) throws -> String {
+            let r = try Tools.run("fbrun", ["--model", try model(bits: bits), "--image", image, "--prompt", question,
                                             "--temperature", "0"])
             XCTAssertEqual(r.status, 0, r.stderr)
-            XCTAssertEqual(r.stdout, answer + "\n", question)
+            return r.stdout
+        }
+        for (question, expected) in [("How many shapes are there?", "three"), ("What color is the circle?", "yellow"),
+                                     ("What shape is the blue one?", "triangle"), ("Is there a yellow triangle?", "yes"),
+                                     ("Is there a red square?", "no")] {
+            XCTAssertEqual(try answer(question, bits: 4), expected + "\n", question)
+        }
+        for (question, truth) in [("Where is the yellow circle?", "bottom left"),
+                                  ("What is in the picture?", "a yellow circle, a blue triangle and a yellow triangle")] {
+            let q4 = try answer(question, bits: 4)
+            XCTAssertEqual(q4, try answer(question, bits: 32), "\(question): 4 bits and float32 differ")
+            print("[demo] \(question) -> \(q4.dropLast()) (\(q4 == truth + "\n" ? "right" : "wrong; the answer is \(truth)"))")
         }
     }
 
@@ -74,22 +84,22 @@ final class TrainedModelTests: XCTestCase {
     }
 
     /// Held-out accuracy at every precision (653 questions, about 20 s per precision in a debug build). Measured
-    /// (README): float32 84.1% overall; count, color, shape and exists 96-99%, describe 68%, where 48% (chance 25%).
+    /// (README): float32 86.5% overall; count, color, shape and exists 98-100%, describe 72.5%, where 50.5% (chance 25%).
     /// The floors below are those figures less a margin for other kernel sets' rounding; they guard against
     /// regressions and are not the targets (90% overall, 75% per family), which this model does not reach yet.
-    /// int8 and int4 are held to within 1 and 2.5 points of float32 (measured here: 0.0 and 0.8; the "where" and
+    /// int8 and int4 are held to within 1 and 2.5 points of float32 (measured here: −0.1 and +0.6; the "where" and
     /// "describe" answers are the least certain, so rounding moves them more than the others).
     func testHeldOutAccuracyAtEveryPrecision() throws {
         let questions = try EvalSet.load(path: try questionFile)
         XCTAssertGreaterThanOrEqual(questions.count, 600)
         let (f32, answers32) = try score(bits: 32, questions: questions)
         print(String(format: "[shapes] float32 held-out accuracy %.4f", f32.overall.accuracy))
-        XCTAssertGreaterThanOrEqual(f32.overall.accuracy, 0.82)
+        XCTAssertGreaterThanOrEqual(f32.overall.accuracy, 0.84)
         for family in ["count", "color", "shape", "exists"] {
-            XCTAssertGreaterThanOrEqual(f32.families[family]?.accuracy ?? 0, 0.92, "float32 accuracy of the '\(family)' questions")
+            XCTAssertGreaterThanOrEqual(f32.families[family]?.accuracy ?? 0, 0.95, "float32 accuracy of the '\(family)' questions")
         }
-        XCTAssertGreaterThanOrEqual(f32.families["describe"]?.accuracy ?? 0, 0.62, "float32 accuracy of the 'describe' questions")
-        XCTAssertGreaterThanOrEqual(f32.families["where"]?.accuracy ?? 0, 0.42, "float32 accuracy of the 'where' questions")
+        XCTAssertGreaterThanOrEqual(f32.families["describe"]?.accuracy ?? 0, 0.67, "float32 accuracy of the 'describe' questions")
+        XCTAssertGreaterThanOrEqual(f32.families["where"]?.accuracy ?? 0, 0.45, "float32 accuracy of the 'where' questions")
         for (bits, allowed) in [(8, 0.01), (4, 0.025)] {
             let (q, answers) = try score(bits: bits, questions: questions)
             let agreement = Double(zip(answers, answers32).filter { $0 == $1 }.count) / Double(questions.count)

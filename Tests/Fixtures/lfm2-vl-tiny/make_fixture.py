@@ -28,13 +28,8 @@ from transformers import (Lfm2VlConfig, Lfm2VlForConditionalGeneration, Lfm2VlIm
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 MODEL, GOLDEN = HERE / "model", HERE / "golden"
-CHAT_TEMPLATE = (
-    "{{- bos_token -}}{%- for message in messages -%}{{- '<|im_start|>' + message['role'] + '\n' -}}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}{%- else -%}"
-    "{%- for item in message['content'] -%}{%- if item['type'] == 'image' -%}{{- '<image>' -}}"
-    "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}{%- endfor -%}{%- endif -%}"
-    "{{- '<|im_end|>\n' -}}{%- endfor -%}{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}"
-    "{%- endif -%}")
+# LFM2-VL's chat template (an image item is `<image>`, nothing between it and the text), as the shapes model has it.
+CHAT_TEMPLATE = json.loads((ROOT / "models/firebolt-shapes/tokenizer_config.json").read_text())["chat_template"]
 QUESTION = "What is in the picture?"
 
 
