@@ -179,6 +179,39 @@ final class LFM2VLTests: XCTestCase {
         }
     }
 
+    /// Two sequences about different images decoded together (one pass through the layers, as fbserve does) give the
+    /// logits each gives alone: exactly, since every row takes the same arithmetic.
+    func testSessionsAboutDifferentImagesDecodeTogetherAsAlone() throws {
+        let model = try model()
+        let vocab = model.config.text.vocabSize
+        let question = try meta().question
+        var sessions: [LFM2VLSession] = [], alone: [[Float]] = [], prompts: [[Int32]] = []
+        for file in ["image-0.png", "image-2.png"] {
+            let image = try model.encodeImage(path: Self.fixture + "/" + file)
+            let prompt = try model.promptIds(question: question, image: image)
+            let session = try XCTUnwrap(model.makeSession(contextLength: 512, threads: 1) as? LFM2VLSession)
+            try session.setImage(features: image.features)
+            var logits = [Float](repeating: 0, count: 2 * vocab)
+            try logits.withUnsafeMutableBufferPointer { buffer in
+                try session.forward(tokens: prompt, lastLogits: buffer.baseAddress!)
+                try session.forward(tokens: [17], lastLogits: buffer.baseAddress! + vocab)
+            }
+            alone.append(Array(logits[vocab...]))
+            try session.setImage(features: image.features)
+            try session.forward(tokens: prompt, lastLogits: nil)
+            sessions.append(session)
+            prompts.append(prompt)
+        }
+        XCTAssertNotEqual(prompts[0].count, prompts[1].count, "the two images take different numbers of tokens")
+        var together = [Float](repeating: 0, count: 2 * vocab)
+        try together.withUnsafeMutableBufferPointer {
+            try sessions[0].decodeTogether(sessions, tokens: [17, 17], logits: $0.baseAddress!)
+        }
+        XCTAssertEqual(Array(together[..<vocab]), alone[0])
+        XCTAssertEqual(Array(together[vocab...]), alone[1])
+        XCTAssertThrowsError(try sessions[0].decodeTogether(sessions, tokens: [17], logits: &together), "a token per session")
+    }
+
     /// int8 and int4 conversions against our float32 model on the split image: the relative RMS error of every
     /// position's logits, printed, bounded well above quantization noise but far below what a wrong scale, layout or
     /// feature placement gives (errors of the logits' own size, relative RMS near 1 or more).

@@ -72,14 +72,10 @@ public final class LFM2VLModel {
     /// Processor output (already cut into patches, e.g. transformers' pixel_values) → projected features, images in order.
     public func encode(patchedImages images: [LFM2VLPatchedImage]) throws -> [Float] {
         let d = vision.config.hiddenSize, f = projectorConfig.downsampleFactor
-        var counts: [Int] = []
-        for image in images {
-            guard image.patchRows % f == 0, image.patchCols % f == 0 else {
-                throw FireboltError("an image of \(image.patchRows)×\(image.patchCols) patches cannot be downsampled by \(f)")
-            }
-            counts.append(image.patchRows * image.patchCols)
+        for image in images where image.patchRows % f != 0 || image.patchCols % f != 0 {
+            throw FireboltError("an image of \(image.patchRows)×\(image.patchCols) patches cannot be downsampled by \(f)")
         }
-        var patchFeatures = [Float](repeating: 0, count: counts.reduce(0, +) * d)
+        var patchFeatures = [Float](repeating: 0, count: images.map { $0.patchRows * $0.patchCols }.reduce(0, +) * d)
         patchFeatures.withUnsafeMutableBufferPointer { vision.features(images: images, into: $0.baseAddress!) }
         // Pixel unshuffle: token (i, j) of an image = patches (f·i + a, f·j + b), a then b, each d wide.
         let tokens = images.map { ($0.patchRows / f) * ($0.patchCols / f) }.reduce(0, +)
@@ -203,11 +199,6 @@ extension LFM2VLSession: SequenceSession {
             }
             return s
         }
-        guard tokens.count == sequences.count else { throw FireboltError("\(sequences.count) sessions but \(tokens.count) tokens") }
-        try model.decoder.checkTokens(tokens)
-        let h = model.config.text.hiddenSize
-        try decoder.decodeTogether(sequences.map(\.decoder), logits: logits) { rows in
-            for r in 0..<tokens.count { model.decoder.embed(tokens[r], into: rows + r * h) }
-        }
+        try decoder.decodeTogether(sequences.map { $0.decoder as SequenceSession }, tokens: tokens, logits: logits)
     }
 }
