@@ -29,7 +29,8 @@ final class BenchGateTests: XCTestCase {
         XCTAssertEqual(failing(r), ["peak_rss_bytes"])
         r = baseline
         r.decodeEfficiency *= 0.78
-        XCTAssertEqual(failing(r), ["decode_efficiency"])
+        r.decodeTokensPerSecond = baseline.decodeTokensPerSecond.scaled(by: 0.78)
+        XCTAssertEqual(failing(r), ["decode_tokens_per_s", "decode_efficiency"])
         r = baseline
         r.prefillPerComputeGflop *= 0.8
         XCTAssertEqual(failing(r), ["prefill_per_compute_gflop"])
@@ -38,6 +39,22 @@ final class BenchGateTests: XCTestCase {
         XCTAssertEqual(failing(r), ["model_bytes"])
         let table = BenchGate.table(BenchGate.compare(r, baseline: baseline))
         XCTAssertTrue(table.contains("model_bytes") && table.contains("REGRESSION"), table)
+    }
+
+    /// The CI run that motivated the two-figure rule: decode ran faster than the baseline while the triad probe read
+    /// 2.2× higher, so efficiency alone fell 26%. Either figure holding is enough; both dropping fails.
+    func testDecodeFailsOnlyWhenSpeedAndEfficiencyBothDrop() {
+        var fasterMachine = baseline
+        fasterMachine.decodeTokensPerSecond = baseline.decodeTokensPerSecond.scaled(by: 1.5)
+        fasterMachine.decodeEfficiency *= 0.74
+        XCTAssertEqual(failing(fasterMachine), [])
+        var slowerMachine = baseline
+        slowerMachine.decodeTokensPerSecond = baseline.decodeTokensPerSecond.scaled(by: 0.7)
+        XCTAssertEqual(failing(slowerMachine), [])
+        var lostSIMD = fasterMachine
+        lostSIMD.decodeTokensPerSecond = baseline.decodeTokensPerSecond.scaled(by: 0.75)
+        XCTAssertEqual(failing(lostSIMD), ["decode_tokens_per_s", "decode_efficiency"])
+        XCTAssertTrue(BenchGate.table(BenchGate.compare(lostSIMD, baseline: baseline)).contains("both its figures"))
     }
 
     func testSpreadIsMedianMinMax() {
@@ -54,4 +71,8 @@ final class BenchGateTests: XCTestCase {
         }
         XCTAssertEqual(try JSONDecoder().decode(BenchResult.self, from: data), baseline)
     }
+}
+
+private extension Spread {
+    func scaled(by factor: Double) -> Spread { Spread(median: median * factor, min: min * factor, max: max * factor) }
 }
