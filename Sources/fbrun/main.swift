@@ -36,7 +36,7 @@ let generateSpec = CommandSpec(
     ],
     notes: "Subcommands: fbrun logits, fbrun tokenize, fbrun info, fbrun bench, fbrun eval (each with --help).\n" +
         "Environment: FB_KERNELS=NAME forces a kernel set (this CPU runs: \(KernelEnvironment.runnableKernelSets)),\n" +
-        "FB_BATCHED=auto|gemm|int8|off a route for the batched products, FB_HUGEPAGES=1 huge pages for the weights.")
+        "FB_BATCHED=auto|gemm|int8|off a route for the batched products, FB_HUGEPAGES=0 no huge pages for the weights.")
 
 let logitsSpec = CommandSpec(
     name: "fbrun logits",

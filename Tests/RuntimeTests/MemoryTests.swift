@@ -34,4 +34,40 @@ final class MemoryTests: XCTestCase {
         let expected = Int64(kvBytesPerToken * (samples.count - 10))
         XCTAssertLessThan(growth, expected + 128 << 10, "resident memory grew by \(growth) bytes while decoding; the KV cache accounts for \(expected)")
     }
+
+    /// The weight arena asks for transparent huge pages (decode streams every weight each token; 2 MiB pages spare
+    /// it a TLB miss every 4 KiB), unless FB_HUGEPAGES=0. Read from the kernel's own record of the advice: the
+    /// mapping's `hg` flag in /proc/self/smaps (set by madvise(MADV_HUGEPAGE) whether or not huge pages are free).
+    func testWeightArenaAsksForHugePagesUnlessTurnedOff() throws {
+        let folder = TemporaryFolder("hugepages")
+        var options = ConversionOptions()
+        options.bits = 4
+        options.compression = .zstd
+        let path = folder.file("tiny.fbm")
+        _ = try FBMConverter.convert(input: Fixtures.tiny, output: path, options: options)
+        func advisedMappings() throws -> Set<String> {
+            var advised = Set<String>(), current = ""
+            // Read through a file handle: /proc files report size 0, so reading "the whole file" by its size reads nothing.
+            let smaps = try XCTUnwrap(FileHandle(forReadingAtPath: "/proc/self/smaps")).readDataToEndOfFile()
+            XCTAssertFalse(smaps.isEmpty, "read nothing from /proc/self/smaps")
+            for line in String(decoding: smaps, as: UTF8.self).split(separator: "\n") {
+                if let first = line.split(separator: " ").first, first.contains("-"), !line.hasSuffix(":") && !line.contains(": ") {
+                    current = String(first)
+                } else if line.hasPrefix("VmFlags:"), line.split(separator: " ").contains("hg") {
+                    advised.insert(current)
+                }
+            }
+            return advised
+        }
+        let before = try advisedMappings()
+        let model = try LoadedModel(path: path)
+        let withHint = try advisedMappings().subtracting(before)
+        XCTAssertFalse(withHint.isEmpty, "no mapping with the huge-page advice after loading \(path)")
+        setenv("FB_HUGEPAGES", "0", 1)
+        defer { unsetenv("FB_HUGEPAGES") }
+        let again = try advisedMappings()
+        let unadvised = try LoadedModel(path: path)
+        XCTAssertEqual(try advisedMappings().subtracting(again), [], "FB_HUGEPAGES=0 still advised huge pages")
+        withExtendedLifetime((model, unadvised)) {}
+    }
 }

@@ -26,10 +26,12 @@ final class MemoryMapping {
 }
 
 /// One anonymous mapping that holds every loaded tensor, each at a 64-byte aligned offset (one region rather than a
-/// heap buffer per tensor). With FB_HUGEPAGES=1 it asks for transparent huge pages (madvise(MADV_HUGEPAGE)): decode
-/// streams every weight once per token and 2 MiB pages spare it a TLB miss every 4 KiB, but the kernel's compaction
-/// to find them makes loading slower. Measured here on the 4-bit LFM2-350M: decode +3-6%, load +0.13-0.47 s, so it
-/// is off unless asked for (it pays in long sessions, not in one-shot answers).
+/// heap buffer per tensor), on a 2 MiB boundary and asking for transparent huge pages (madvise(MADV_HUGEPAGE); a hint,
+/// ignored where the kernel has them off). Decode streams every weight once per token, and with 4 KiB pages it
+/// takes a TLB miss, and the hardware prefetchers a restart, every 4 KiB: on the AVX-512 VNNI EPYC, LFM2-350M q4
+/// decoded 14–21% faster at 1 thread and 12–32% at 2 (docs/performance.md). The first touch of a huge page can
+/// be slower on a virtual machine whose host has not yet backed that memory (loading took 0.2–0.35 s longer in some
+/// runs there, none in others). FB_HUGEPAGES=0 turns the hint off.
 final class WeightArena {
     static let hugePage = 2 << 20
     let base: UnsafeMutableRawPointer
@@ -50,7 +52,7 @@ final class WeightArena {
         mappedBytes = bytes
         let aligned = (Int(bitPattern: p) + WeightArena.hugePage - 1) / WeightArena.hugePage * WeightArena.hugePage
         base = UnsafeMutableRawPointer(bitPattern: aligned)!
-        if ProcessInfo.processInfo.environment["FB_HUGEPAGES"] == "1" {
+        if ProcessInfo.processInfo.environment["FB_HUGEPAGES"] != "0" {
             _ = madvise(base, byteCount, MADV_HUGEPAGE)  // a hint: fine if the kernel has huge pages off
         }
     }
