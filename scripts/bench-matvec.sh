@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 [ -n "${FB_BENCH_BIN:-}" ] && exec "$FB_BENCH_BIN/bench-matvec" "$@"
 cc=${CC:-$(command -v clang || echo /opt/swift/usr/bin/clang)}
 out=${TMPDIR:-/tmp}/fb-bench-matvec
-"$cc" -O2 -std=gnu11 -I Sources/Kernels/include Sources/Kernels/*.c Sources/Kernels/x86/*.c Sources/Kernels/arm/*.c scripts/bench-matvec.c -o "$out" -lm -lpthread
+"$cc" -O2 ${CFLAGS:-} -std=gnu11 -I Sources/Kernels/include Sources/Kernels/*.c Sources/Kernels/x86/*.c Sources/Kernels/arm/*.c scripts/bench-matvec.c -o "$out" -lm -lpthread
 exec "$out" "$@"

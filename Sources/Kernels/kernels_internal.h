@@ -33,8 +33,17 @@ void fb__matmul_neon_dotprod(FB__MM_ARGS);
 // such a group's error is below 2^-100 * sum |w|, far under any float rounding of the result.
 #define FB__ACT_TINY 0x1p-100f
 // Software prefetch distance of the decode kernels, in bytes ahead in the weight stream: the
-// hardware prefetchers alone leave a matrix-vector loop waiting on memory.
+// hardware prefetchers alone leave a matrix-vector loop waiting on memory. On x86 4 KB since the
+// weights sit on huge pages (LFM2-350M q4 decode +6-17% against 2 KB on both x86 kernel families;
+// with 4 KiB pages 4 KB had lost 4% at 2 threads; docs/performance.md). ARM keeps 2 KB: not
+// measured on ARM hardware since.
+#ifndef FB__PFD  // overridable for experiments: CFLAGS=-DFB__PFD=N scripts/bench-matvec.sh
+#if defined(__x86_64__) || defined(_M_X64)
+#define FB__PFD 4096
+#else
 #define FB__PFD 2048
+#endif
+#endif
 // Bytes of stack for the quantized activations; larger rows use the heap.
 #define FB__QACT_STACK 40960
 
