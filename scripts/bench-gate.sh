@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks real-size random-weight models and compares them with bench/baseline.json (CI runs this after the
 # tests). A regression — peak RSS +5%, decode −20% in both tokens/s and efficiency, prefill-per-compute −15%, any
-# growth of the file — fails with a table. `scripts/bench-gate.sh --update` re-measures and stores the results as the new baseline
-# (and appends them to bench/history.jsonl); do that on this machine kind when a change is meant to move them.
+# growth of the file — fails with a table. `scripts/bench-gate.sh --update` re-measures and stores the results as
+# the new baseline (and appends them to bench/history.jsonl); do that on this machine kind when a change is meant
+# to move them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=--compare

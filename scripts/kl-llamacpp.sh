@@ -40,33 +40,36 @@ for q in q8_0 q4_0; do
     echo "llama.cpp $q: $(ppl -m "$out/$q.gguf" --kl-divergence | grep -E 'Mean    KLD|99.0%   KLD|Maximum KLD|Same top p' | tr -s ' ' | tr '\n' ' ')"
 done
 
-# Ours: the same token ids, fbrun logits per chunk.
+# Ours: the same token ids, cut into the same chunks, through fbrun logits; KL as kl-shapes.sh computes it.
 "$B/llama-tokenize" -m "$out/f32.gguf" -f "$out/text.txt" --ids --log-disable 2>/dev/null | tail -1 > "$out/ids.txt"
 for spec in f32:32 q8:8 q4nl:4; do
     "$bin/fbconvert" -q --bits "${spec#*:}" -o "$out/${spec%%:*}.fbm" "$out/model"
 done
-run() {  # label model [env]
-    for c in $(seq 0 15); do
-        ids=$("$PY" -c "import json; t = json.load(open('$out/ids.txt'))[$c * 128:($c + 1) * 128]; t[0] = 1; print(','.join(map(str, t)))")
-        "$bin/fbrun" logits --model "$out/$2.fbm" --prompt-ids "$ids" -t 2 -o "$out/logits-$1-$c.npy" >/dev/null
-    done
-}
-run f32 f32
-run q8 q8
-FB_BATCHED=gemm run q8-float-activations q8
-run q4nl q4nl
-"$PY" - "$out" f32 q8 q8-float-activations q4nl <<'PYEOF'
-import sys, numpy as np
-out, ref, names = sys.argv[1], sys.argv[2], sys.argv[3:]
-def log_softmax(a):
-    a = a.astype(np.float64) - a.max(-1, keepdims=True)
-    return a - np.log(np.exp(a).sum(-1, keepdims=True))
-for name in names:
+"$PY" - "$bin/fbrun" "$out" <<'PYEOF'
+import json, os, subprocess, sys
+import numpy as np
+fbrun, out = sys.argv[1:]
+ids = json.load(open(f"{out}/ids.txt"))
+chunks = [[1] + ids[c * 128 + 1:(c + 1) * 128] for c in range(16)]   # first token made BOS, as llama-perplexity does
+
+def log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+def scored(model, chunk, env=None):
+    """Log-probabilities at the positions llama-perplexity scores (64-126)."""
+    subprocess.run([fbrun, "logits", "--model", f"{out}/{model}.fbm", "--prompt-ids", ",".join(map(str, chunk)),
+                    "-t", "2", "-o", f"{out}/logits.npy"], check=True, capture_output=True, env={**os.environ, **(env or {})})
+    return log_softmax(np.load(f"{out}/logits.npy").astype(np.float64)[64:127])
+
+refs = [scored("f32", chunk) for chunk in chunks]
+for name, model, env in [("q8", "q8", None), ("q8, float activations (FB_BATCHED=gemm)", "q8", {"FB_BATCHED": "gemm"}),
+                         ("q4nl", "q4nl", None)]:
     kl, same = [], []
-    for c in range(16):
-        p, q = (log_softmax(np.load(f"{out}/logits-{n}-{c}.npy")[64:127]) for n in (ref, name))
-        kl.append((np.exp(p) * (p - q)).sum(-1))
-        same.append(p.argmax(-1) == q.argmax(-1))
+    for ref, chunk in zip(refs, chunks):
+        q = scored(model, chunk, env)
+        kl.append((np.exp(ref) * (ref - q)).sum(-1))
+        same.append(ref.argmax(-1) == q.argmax(-1))
     kl, same = np.concatenate(kl), np.concatenate(same)
     print(f"fbrun {name}: mean KLD {kl.mean():.6f}  99.0% KLD {np.percentile(kl, 99):.6f}  Maximum KLD {kl.max():.6f}  "
           f"Same top p {same.mean() * 100:.3f}%  ({kl.size} positions)")
