@@ -300,6 +300,9 @@ def main() -> None:
                    help="also ask the whole image's vector and patches for the top-to-bottom order (without it the "
                         "tower learns left and right well but top and bottom barely: `where` was right about the "
                         "side in 107 of 109 held-out answers, about top or bottom in 52)")
+    p.add_argument("--fused-position", action=argparse.BooleanOptionalAction, default=True,
+                   help="also ask the modulator's output at the last prompt token for every pair's side of the centre "
+                        "(without it the S4 block's GELU drops top/bottom: probe_position.py)")
     p.add_argument("--out", type=Path, required=True, help="folder for the released-layout checkpoint")
     p.add_argument("--work", type=Path, default=Path("work"), help="folder for the resumable training state")
     args = p.parse_args()
@@ -328,6 +331,8 @@ def main() -> None:
         "whole_patch_place": torch.nn.Linear(vision.hidden_size, MAX_OBJECTS + 1),
         "tile_patch": torch.nn.Linear(vision.hidden_size, pairs + 1),
     })
+    if args.fused_position:
+        aux["fused_side"] = torch.nn.Linear(text.hidden_size, pairs * 5)
     if args.vertical_order:
         aux["whole_patch_row"] = torch.nn.Linear(vision.hidden_size, MAX_OBJECTS + 1)
     named = list(model.named_parameters()) + [("aux." + n, p) for n, p in aux.named_parameters()]
@@ -356,14 +361,15 @@ def main() -> None:
     # that carry where things are, drive the per-patch position losses.
     side_weights = torch.ones(4 * pairs + 1); side_weights[0] = args.background_weight
     place_weights = torch.ones(MAX_OBJECTS + 1); place_weights[0] = args.background_weight
-    start, losses, side_ok, top_ok, order_ok = time.time(), [], [], [], []
+    start, losses, side_ok, top_ok, order_ok, fused_top_ok = time.time(), [], [], [], [], []
     while step < args.steps:
         for group in opt.param_groups:
             group["lr"] = args.lr * schedule(step)
         pixels, owners, inputs, targets, _, views, wholes, patch_labels = make_batch(
             rng, encode, args.images_per_step, args.questions_per_image)
         grid, whole_patches, tile_patches = model.vision_grid(pixels, with_patches=True)
-        logits = model(inputs, grid[owners])
+        fused = model.cmm(model.base_lm.model.embed_tokens(inputs), grid[owners])   # = model(inputs, grid), in two
+        logits = model.base_lm.logits(fused)                                       # steps to read the CMM output
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
         view_logits = aux["view"](grid)
         view_loss = (F.binary_cross_entropy_with_logits(view_logits[..., :pairs], views[..., :pairs]) +
@@ -385,12 +391,20 @@ def main() -> None:
             patch_loss = patch_loss + F.cross_entropy(aux["whole_patch_row"](whole_patches).flatten(0, 1),
                                                       patch_labels[:, 2 * n:3 * n].flatten(), weight=place_weights)
         loss = loss + args.view_loss * (view_loss + whole_loss) + args.patch_loss * patch_loss
+        if args.fused_position:   # at the last prompt token, where the first answer token is read
+            last = (targets != -100).int().argmax(dim=1)
+            fused_logits = aux["fused_side"](fused[torch.arange(len(last)), last]).reshape(-1, pairs, 5)
+            loss = loss + args.view_loss * F.cross_entropy(fused_logits.flatten(0, 1), wholes[owners, :pairs].flatten())
         with torch.no_grad():   # how well the whole-image vector holds positions (printed with the loss)
             present = wholes[:, :pairs] > 0
             guess, truth = side_logits.argmax(-1), wholes[:, :pairs]
             side_ok.append((guess == truth)[present].float().mean().item())
             top_ok.append(((guess - 1) // 2 == (truth - 1) // 2)[present].float().mean().item())
             order_ok.append((order_logits.argmax(-1) == order_targets).all(-1).float().mean(0).tolist())
+            if args.fused_position:
+                f_guess, f_truth = fused_logits.argmax(-1), wholes[owners, :pairs]
+                f_present = f_truth > 0
+                fused_top_ok.append(((f_guess - 1) // 2 == (f_truth - 1) // 2)[f_present].float().mean().item())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
@@ -400,7 +414,8 @@ def main() -> None:
         if step % 50 == 0:
             print(f"step {step} loss {np.mean(losses[-50:]):.4f} side {np.mean(side_ok[-50:]):.2f} "
                   f"top/bottom {np.mean(top_ok[-50:]):.2f} "
-                  f"order {' '.join(f'{v:.2f}' for v in np.mean(order_ok[-50:], axis=0))} lr {opt.param_groups[0]['lr']:.2e} "
+                  f"order {' '.join(f'{v:.2f}' for v in np.mean(order_ok[-50:], axis=0))} "
+                  f"fused top/bottom {np.mean(fused_top_ok[-50:]) if fused_top_ok else float('nan'):.2f} lr {opt.param_groups[0]['lr']:.2e} "
                   f"{(time.time() - start) / 60:.1f} min", flush=True)
         if step % args.eval_every == 0 or step == args.steps:
             per_family, overall = exact_match(model, validation)
