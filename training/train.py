@@ -283,11 +283,12 @@ def export(model: FireboltVL, tok: Tokenizer, out: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--steps", type=int, default=8000)
+    p.add_argument("--steps", type=int, default=9000)
     p.add_argument("--images-per-step", type=int, default=12)
     p.add_argument("--questions-per-image", type=int, default=5)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--decay-steps", type=int, default=0, help="length of the cosine decay (default: --steps)")
+    p.add_argument("--decay-steps", type=int, default=8000,
+                   help="length of the cosine decay; the rate stays at its floor after it (0: --steps)")
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=500)
