@@ -15,19 +15,21 @@ mkdir -p "$work"
 
 echo "== A trained model: models/firebolt-shapes at 4 bits, asked about assets/example.png"
 "$bin/fbconvert" --bits 4 -q -o "$work/firebolt-shapes-q4.fbm" models/firebolt-shapes
-# The world's answers for this image (training/shapes_world.py image --seed 16 prints them all).
+# The world's answers for this image (training/shapes_world.py image --seed 21 prints them all).
 while IFS='|' read -r question expected; do
     answer=$("$bin/fbrun" --model "$work/firebolt-shapes-q4.fbm" --image assets/example.png --prompt "$question" \
         --temperature 0 2>/dev/null)
     mark="right"; [ "$answer" = "$expected" ] || mark="WRONG, the answer is: $expected"
-    printf '%-30s %-55s (%s)\n' "$question" "$answer" "$mark"
+    printf '%-30s %-72s (%s)\n' "$question" "$answer" "$mark"
 done <<'EOF2'
-How many shapes are there?|three
-What color is the circle?|yellow
-What shape is the blue one?|triangle
-Is there a yellow triangle?|yes
-Where is the yellow circle?|bottom left
-What is in the picture?|a yellow circle, a blue triangle and a yellow triangle
+How many shapes are there?|four
+What color is the circle?|blue
+What shape is the red one?|triangle
+Is there a green triangle?|yes
+Is there a red square?|no
+Where is the red triangle?|top left
+Where is the blue circle?|bottom left
+What is in the picture?|a red triangle, a yellow triangle, a blue circle and a green triangle
 EOF2
 "$bin/fbrun" --model "$work/firebolt-shapes-q4.fbm" --image assets/example.png --prompt "What is in the picture?" \
     --temperature 0 >/dev/null

@@ -26,7 +26,7 @@ import json, subprocess, sys
 def run(*args):
     out = subprocess.run(["$bin/fbrun", "--model", "$model", "--temperature", "0", *args], capture_output=True, text=True, check=True).stdout
     return out[:-1]  # fbrun ends the answer with a newline
-questions = ["How many shapes are there?", "Where is the yellow circle?", "What is in the picture?"]
+questions = ["How many shapes are there?", "Where is the red triangle?", "What is in the picture?"]
 prompt = """$prompt"""
 json.dump({"model": "shapes-q4",
            "image_answers": {q: run("--image", "$image", "--prompt", q) for q in questions},

@@ -60,7 +60,7 @@ final class ServeTests: XCTestCase {
         let model = try shapes
         let server = try ServerProcess(model: model, ["--parallel", "2"])
         defer { XCTAssertEqual(server.stop().status, 0) }
-        for question in ["How many shapes are there?", "Where is the yellow circle?", "What is in the picture?"] {
+        for question in ["How many shapes are there?", "Where is the red triangle?", "What is in the picture?"] {
             let expected = try fbrunAnswer(model, question, image: Self.exampleImage)
             let body: [String: Any] = ["model": "shapes", "temperature": 0, "messages": [try Self.userMessage(question, image: Self.exampleImage)]]
             let whole = try server.post("/v1/chat/completions", body)

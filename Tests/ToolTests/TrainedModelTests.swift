@@ -41,12 +41,11 @@ final class TrainedModelTests: XCTestCase {
         return (score, answers)
     }
 
-    /// The demo's questions at 4 bits, about the shipped example image (a yellow circle, a blue triangle and a yellow
-    /// triangle; training/shapes_world.py image --seed 16 prints every question's answer). The five the model answers
-    /// reliably (count, colour, shape, exists: 98–100% held out) must be right. The demo also asks a "where" and the
-    /// "describe" question, the families this model gets right only 50% and 72% of the time (README; on this image it
-    /// gets both wrong, and the demo says so): for those the 4-bit answer must be float32's, so a kernel change that
-    /// flips them is seen.
+    /// The demo's questions at 4 bits, about the shipped example image (a red, a yellow and a green triangle and a blue
+    /// circle; training/shapes_world.py image --seed 21 prints every question's answer): every answer must be the
+    /// world's, and float32's. Held out, this model answers 92.7% of "where" and 79.8% of "describe" questions right
+    /// (README); on this image it answers all of them right at 32, 8 and 4 bits on every x86 kernel set, so a kernel
+    /// or model change that flips one is seen.
     func testDemoQuestionsAreAnsweredAtFourBits() throws {
         let image = Fixtures.repositoryRoot.appendingPathComponent("assets/example.png").path
         func answer(_ question: String, bits: Int) throws -> String {
@@ -55,16 +54,14 @@ final class TrainedModelTests: XCTestCase {
             XCTAssertEqual(r.status, 0, r.stderr)
             return r.stdout
         }
-        for (question, expected) in [("How many shapes are there?", "three"), ("What color is the circle?", "yellow"),
-                                     ("What shape is the blue one?", "triangle"), ("Is there a yellow triangle?", "yes"),
-                                     ("Is there a red square?", "no")] {
-            XCTAssertEqual(try answer(question, bits: 4), expected + "\n", question)
-        }
-        for (question, truth) in [("Where is the yellow circle?", "bottom left"),
-                                  ("What is in the picture?", "a yellow circle, a blue triangle and a yellow triangle")] {
+        for (question, expected) in [("How many shapes are there?", "four"), ("What color is the circle?", "blue"),
+                                     ("What shape is the red one?", "triangle"), ("Is there a green triangle?", "yes"),
+                                     ("Is there a red square?", "no"), ("Where is the red triangle?", "top left"),
+                                     ("Where is the blue circle?", "bottom left"),
+                                     ("What is in the picture?", "a red triangle, a yellow triangle, a blue circle and a green triangle")] {
             let q4 = try answer(question, bits: 4)
+            XCTAssertEqual(q4, expected + "\n", question)
             XCTAssertEqual(q4, try answer(question, bits: 32), "\(question): 4 bits and float32 differ")
-            print("[demo] \(question) -> \(q4.dropLast()) (\(q4 == truth + "\n" ? "right" : "wrong; the answer is \(truth)"))")
         }
     }
 
@@ -84,23 +81,22 @@ final class TrainedModelTests: XCTestCase {
     }
 
     /// Held-out accuracy at every precision (653 questions, about 20 s per precision in a debug build). Measured
-    /// (README): float32 86.5% overall; count, color, shape and exists 98-100%, describe 72.5%, where 50.5% (chance 25%).
-    /// The floors below are those figures less a margin for other kernel sets' rounding; they guard against
-    /// regressions and are not the targets (90% overall, 75% per family), which this model does not reach yet.
-    /// int8 and int4 are held to within 1 and 2.5 points of float32 (measured here: −0.1 and +0.6; the "where" and
-    /// "describe" answers are the least certain, so rounding moves them more than the others).
+    /// (README): float32 94.9% overall; count, color, shape and exists 99-100%, where 92.7%, describe 79.8%. The
+    /// floors are the targets the model was trained to (90% overall, 75% in every family), which the measured figures
+    /// clear by 5 points overall and by 4.8 on "describe", the closest: room for another kernel set's rounding, which
+    /// moves a few uncertain answers, but not for a real regression. int8 and int4 are held to within 0.5 and 1.5
+    /// points of float32, the targets (measured here: +0.2 and −0.5).
     func testHeldOutAccuracyAtEveryPrecision() throws {
         let questions = try EvalSet.load(path: try questionFile)
         XCTAssertGreaterThanOrEqual(questions.count, 600)
         let (f32, answers32) = try score(bits: 32, questions: questions)
         print(String(format: "[shapes] float32 held-out accuracy %.4f", f32.overall.accuracy))
-        XCTAssertGreaterThanOrEqual(f32.overall.accuracy, 0.84)
-        for family in ["count", "color", "shape", "exists"] {
-            XCTAssertGreaterThanOrEqual(f32.families[family]?.accuracy ?? 0, 0.95, "float32 accuracy of the '\(family)' questions")
+        XCTAssertGreaterThanOrEqual(f32.overall.accuracy, 0.90)
+        XCTAssertEqual(f32.families.count, 6, "every question family is in the held-out set")
+        for (family, score) in f32.families {
+            XCTAssertGreaterThanOrEqual(score.accuracy, 0.75, "float32 accuracy of the '\(family)' questions")
         }
-        XCTAssertGreaterThanOrEqual(f32.families["describe"]?.accuracy ?? 0, 0.67, "float32 accuracy of the 'describe' questions")
-        XCTAssertGreaterThanOrEqual(f32.families["where"]?.accuracy ?? 0, 0.45, "float32 accuracy of the 'where' questions")
-        for (bits, allowed) in [(8, 0.01), (4, 0.025)] {
+        for (bits, allowed) in [(8, 0.005), (4, 0.015)] {
             let (q, answers) = try score(bits: bits, questions: questions)
             let agreement = Double(zip(answers, answers32).filter { $0 == $1 }.count) / Double(questions.count)
             print(String(format: "[shapes] %d-bit held-out accuracy %.4f, agreement with float32 %.4f", bits,
