@@ -83,15 +83,14 @@ A2 void fb__quantize_act_avx2(const float *x, size_t ldx, size_t t0, size_t t1, 
 #define PK_GROUP_BYTES FB__PK_GROUP_BYTES
 
 // The 32 weights of group g of a row, one byte each in weight order: q4 as its unsigned nibbles 0..15, q8 as stored,
-// q4nl as its signed levels (the nibbles through a byte shuffle of fb_q4nl_levels).
-A2I __m256i group_weights(const fb_dtype type, const uint8_t *row, size_t g) {
+// q4nl as the nibbles through `table` (a byte shuffle: its levels, already offset for the tiles that want them so).
+A2I __m256i group_weights(const fb_dtype type, const uint8_t *row, size_t g, __m256i table) {
     if (type == FB_Q8) return _mm256_loadu_si256((const __m256i *)(row + g * 32));
     const __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(row + g * 16)));
     const __m256i sh = _mm256_srlv_epi32(b, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
     const __m256i nibbles = _mm256_and_si256(sh, _mm256_set1_epi8(15));
     if (type == FB_Q4) return nibbles;
-    const __m256i levels = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)fb_q4nl_levels));
-    return _mm256_shuffle_epi8(levels, nibbles);
+    return _mm256_shuffle_epi8(table, nibbles);
 }
 
 // Packs rows [r0, r1) (at most PK_ROWS; missing rows get zero weights and scales), all groups, each weight byte plus
@@ -102,6 +101,29 @@ A2I void pack_panel(const fb_dtype type, const int OFFSET, const fb_matrix *w, s
     const size_t ng = w->cols / 32, row_bytes = type == FB_Q8 ? w->cols : w->cols / 2,
                  group_bytes = type == FB_Q8 ? 32 : 16;
     const uint8_t *q = w->data;
+    // q4nl's offset goes into its level table, so only q8 adds it byte by byte.
+    __attribute__((aligned(16))) int8_t levels[16];
+    for (int i = 0; i < 16; i++) levels[i] = (int8_t)(fb_q4nl_levels[i] + (type == FB_Q4NL ? OFFSET : 0));
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)levels));
+    const int add_offset = OFFSET && type != FB_Q4NL;
+    // The scales, f16 to f32: 8 rows x 8 groups per step through a transpose rather than a scalar conversion per group
+    // and row; what is left over (fewer than 8 rows or groups) one by one.
+    for (size_t h = 0; h < PK_ROWS; h += 8) {
+        size_t g = 0;
+        if (r0 + h + 8 <= r1)
+            for (; g + 8 <= ng; g += 8) {
+                __m256 s[8];
+                for (size_t i = 0; i < 8; i++)
+                    s[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w->scales + (r0 + h + i) * ng + g)));
+                fb__transpose8_ps(s);  // s[j] = group g + j of the 8 rows
+                for (size_t j = 0; j < 8; j++) _mm256_storeu_ps(scales + (g + j) * PK_ROWS + h, s[j]);
+            }
+        for (; g < ng; g++)
+            for (size_t i = 0; i < 8; i++) {
+                const size_t r = r0 + h + i;
+                scales[g * PK_ROWS + h + i] = r < r1 ? _cvtsh_ss(w->scales[r * ng + g]) : 0.0f;
+            }
+    }
     // The next 16 rows, one contiguous run of 16 * row_bytes, fetched a group's share per group: the 16
     // interleaved row streams here leave the hardware prefetchers behind when the weights come from memory.
     const uint8_t *next = r0 + 2 * PK_ROWS <= w->rows ? q + (r0 + PK_ROWS) * row_bytes : NULL;
@@ -113,10 +135,9 @@ A2I void pack_panel(const fb_dtype type, const int OFFSET, const fb_matrix *w, s
             __m256i v[8];
             for (size_t i = 0; i < 8; i++) {
                 const size_t r = r0 + h + i;
-                v[i] = r < r1 ? group_weights(type, q + r * row_bytes, g) : _mm256_setzero_si256();
-                scales[g * PK_ROWS + h + i] = r < r1 ? _cvtsh_ss(w->scales[r * ng + g]) : 0.0f;
+                v[i] = r < r1 ? group_weights(type, q + r * row_bytes, g, table) : _mm256_setzero_si256();
             }
-            if (OFFSET)
+            if (add_offset)
                 for (size_t i = 0; i < 8; i++) v[i] = _mm256_add_epi8(v[i], _mm256_set1_epi8((char)OFFSET));
             fb__transpose8_epi32(v);  // v[s] = weights 4s..4s+3 of the 8 rows
             for (int s = 0; s < 8; s++) _mm256_storeu_si256((__m256i *)(panel + g * PK_GROUP_BYTES + s * 64 + h * 4), v[s]);
