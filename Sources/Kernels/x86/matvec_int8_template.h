@@ -4,9 +4,12 @@
 //   QT          the target attribute string
 //   QVNNI       1: u8 x s8 dot products with VPDPBUSD (AVX-VNNI or AVX-512 VNNI), 0: VPMADDUBSW + VPMADDWD
 //   QDPB(a,u,s) / QDPB128(a,u,s) [/ QDPB512]: acc + per-dword sums of u8 x s8 products (QVNNI only)
-//   QW512       1: the q4 blocks of 8 groups use 512-bit vectors (AVX-512 sets), 0: 256-bit
+//   QW512       1: the set has 512-bit vectors (AVX-512 sets): the q4 blocks of 8 groups use them for 3-4 tokens
 // The rest is 256 bits wide in every set (in the AVX-512 sets with EVEX encodings and 32 registers):
 // q8 and the q4 tails are cheap next to the memory traffic, and 256-bit tails need no 4-group cases.
+// One token (decode) and two take the 256-bit q4 blocks on AVX-512 too: on Zen 4 (AMD EPYC, AVX-512 VNNI) the
+// 512-bit block read cold weights at 13-20 GB/s against 22-24 for the 256-bit one at 1 thread, though it is faster
+// on weights in cache (docs/performance.md, 2026-12-06); with 3-4 tokens the work is compute-bound and 512 bits win.
 //
 // The algorithm (shared with the NEON kernels in arm/matvec.c and described in Kernels.h):
 //   1. Each token's activations are quantized per group of 32 to int8, like llama.cpp's Q8_0:
@@ -120,8 +123,8 @@ QI __m256i QX(sum4x4)(__m256i s01, __m256i s23) {
 // loads per row give four two-group dot products, summed across lanes into one vector of the 8 group
 // dots in the order {0,2,4,6 | 1,3,5,7}; the row's 8 scales are shuffled into the same order (and
 // quant_x stores d and c in it), so one conversion and one FMA per 8 groups apply the scales.
-QI void QX(q4_tile)(const int NL, const int RB, const int NT, const fb_matrix *w, const fb__decode_act *a, float *y,
-                    size_t ldy, size_t r0) {
+QI void QX(q4_tile)(const int NL, const int W512, const int RB, const int NT, const fb_matrix *w,
+                    const fb__decode_act *a, float *y, size_t ldy, size_t r0) {
     const size_t cols = w->cols, ng = cols / FB_GROUP, ng8 = ng & ~(size_t)7, rowb = cols / 2;
     const size_t pf = QPF(RB * rowb);  // once here: a division the loop must not repeat
     const uint8_t *wq = (const uint8_t *)w->data + r0 * rowb;
@@ -140,6 +143,7 @@ QI void QX(q4_tile)(const int NL, const int RB, const int NT, const fb_matrix *w
     for (int i = 0; i < RB; i++)
         for (int t = 0; t < NT; t++) acc[i][t] = _mm256_setzero_ps();
 #if QW512
+    if (W512) {
     // 512-bit: two 64-byte loads give the dots of two quads of groups (4 int32 lanes per group);
     // unpacks and adds sum each group's lanes, and one permute gathers the 8 sums in group order.
     const __m512i m4z = _mm512_set1_epi8(15);
@@ -189,7 +193,10 @@ QI void QX(q4_tile)(const int NL, const int RB, const int NT, const fb_matrix *w
             }
         }
     }
+    } else
 #else
+    (void)W512;
+#endif
     for (size_t g = 0; g < ng8; g += 8) {
         for (int i = 0; i < RB; i++) {
             const uint8_t *wr = wq + i * rowb + g * 16;
@@ -223,7 +230,6 @@ QI void QX(q4_tile)(const int NL, const int RB, const int NT, const fb_matrix *w
             }
         }
     }
-#endif
     // Up to 7 last groups, stored in order: pairs, then a single group.
     float tail[4][4] = {{0}};
     for (size_t g = ng8; g < ng; g += 2) {
@@ -350,20 +356,19 @@ QF void QX(matvec_f16)(const fb_matrix *w, const float *x, float *y, size_t row_
 QF void QX(matvec_q)(const fb_matrix *w, const float *x, size_t ldx, size_t n, float *y, size_t ldy,
                      size_t row_begin, size_t row_end) {
     const size_t cols = w->cols, ng = cols / FB_GROUP;
-    const int q4 = w->type == FB_Q4 || w->type == FB_Q4NL, nl = w->type == FB_Q4NL;
+    const int q4 = w->type == FB_Q4 || w->type == FB_Q4NL, nl = w->type == FB_Q4NL, w512 = QW512 && n >= 3;
     fb__decode_act a;
     __attribute__((aligned(64))) uint8_t stack[FB__QACT_STACK];
     void *heap = fb__decode_act_layout(&a, stack, sizeof stack, n, cols, ng);
     for (size_t t = 0; t < n; t++) {
-        QX(quant_x)(x + t * ldx, cols, q4 ? 1 + QW512 : 0, (int8_t *)a.q[t], (float *)a.d[t],
+        QX(quant_x)(x + t * ldx, cols, q4 ? 1 + w512 : 0, (int8_t *)a.q[t], (float *)a.d[t],
                     q4 ? (float *)a.c[t] : NULL, nl ? 64.0f : 8.0f);
     }
     size_t r = row_begin;
-#if !QW512
     // 256-bit: sixteen vector registers hold two tokens' partial sums in q4_tile, not four (with NT 3 or 4 they spill
     // and the tile runs 4-5x slower than NT 1). Three or four tokens go as pairs over each row, whose weights are
-    // still in L1 for the second pair, so memory is read once.
-    if (q4 && n >= 3) {
+    // still in L1 for the second pair, so memory is read once. (The AVX-512 sets take 3-4 tokens 512 bits wide.)
+    if (q4 && n >= 3 && !w512) {
         fb__decode_act upper = a;
         for (size_t t = 2; t < n; t++) {
             upper.q[t - 2] = a.q[t];
@@ -373,23 +378,23 @@ QF void QX(matvec_q)(const fb_matrix *w, const float *x, size_t ldx, size_t n, f
         // NL, RB and NT as constants in every call, so that each tile is specialised (unrolled, no spills).
 #define QPAIRS(NL)                                                                    \
     for (; r < row_end; r++) {                                                        \
-        QX(q4_tile)(NL, 1, 2, w, &a, y, ldy, r);                                      \
-        if (n == 3) QX(q4_tile)(NL, 1, 1, w, &upper, y + 2 * ldy, ldy, r);            \
-        else QX(q4_tile)(NL, 1, 2, w, &upper, y + 2 * ldy, ldy, r);                   \
+        QX(q4_tile)(NL, 0, 1, 2, w, &a, y, ldy, r);                                   \
+        if (n == 3) QX(q4_tile)(NL, 0, 1, 1, w, &upper, y + 2 * ldy, ldy, r);         \
+        else QX(q4_tile)(NL, 0, 1, 2, w, &upper, y + 2 * ldy, ldy, r);                \
     }
         if (nl) QPAIRS(1) else QPAIRS(0)
 #undef QPAIRS
         free(heap);
         return;
     }
-#endif
 #define QROWS(TYPE, RB, NT)                                                                 \
     do {                                                                                    \
         for (; r + (RB) <= row_end; r += (RB)) TYPE(RB, NT, w, &a, y, ldy, r);   \
         for (; r < row_end; r++) TYPE(1, NT, w, &a, y, ldy, r);                   \
     } while (0)
-#define Q4_TILE(RB, NT, ...) QX(q4_tile)(0, RB, NT, __VA_ARGS__)
-#define Q4NL_TILE(RB, NT, ...) QX(q4_tile)(1, RB, NT, __VA_ARGS__)
+// One or two tokens: 256-bit blocks; three or four: 512-bit ones where the set has them (see the top).
+#define Q4_TILE(RB, NT, ...) QX(q4_tile)(0, NT >= 3 && QW512, RB, NT, __VA_ARGS__)
+#define Q4NL_TILE(RB, NT, ...) QX(q4_tile)(1, NT >= 3 && QW512, RB, NT, __VA_ARGS__)
     if (nl) {
         switch (n) {
         case 1: QROWS(Q4NL_TILE, 1, 1); break;
