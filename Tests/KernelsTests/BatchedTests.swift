@@ -380,6 +380,46 @@ final class BatchedTests: XCTestCase {
         }
     }
 
+    /// fb_causal_conv against a direct float64 sum: rows of different rings (lengths 7 and 11, so positions wrap),
+    /// positions before and past the taps, channel ranges that start mid-row and end inside a block. The sums run in
+    /// float32 over up to 6 lags of products of unit-scale values; 1e-5 of the sum of |terms| bounds their rounding.
+    func testCausalConvolutionOverRings() {
+        var rng = LCG(seed: 11)
+        let dt = 45, ntaps = 6
+        let taps = rng.normals(ntaps * dt)
+        let ringA = rng.normals(7 * dt), ringB = rng.normals(11 * dt)
+        let positions = [0, 3, 5, 6, 15, 23, 40, 12]  // row r reads ring A for even r, B for odd; 15, 23, 12 wrap
+        let t = positions.count
+        for (c0, c1) in [(0, dt), (0, 32), (5, 40), (33, 45), (44, 45)] {
+            var z = rng.normals(t * dt)  // the kernel adds to what is there
+            let before = z
+            ringA.withUnsafeBufferPointer { a in
+                ringB.withUnsafeBufferPointer { b in
+                    let rings: [UnsafePointer<Float>?] = (0..<t).map { $0 % 2 == 0 ? a.baseAddress! : b.baseAddress! }
+                    let lengths = (0..<t).map { $0 % 2 == 0 ? 7 : 11 }
+                    fb_causal_conv(taps, ntaps, rings, lengths, positions, t, dt, c0, c1, &z)
+                }
+            }
+            for r in 0..<t {
+                let ring = r % 2 == 0 ? ringA : ringB, rows = r % 2 == 0 ? 7 : 11, p = positions[r]
+                for ch in 0..<dt {
+                    guard ch >= c0 && ch < c1 else {
+                        XCTAssertEqual(z[r * dt + ch], before[r * dt + ch], "channel \(ch) outside [\(c0), \(c1)) changed")
+                        continue
+                    }
+                    var sum = Double(before[r * dt + ch]), magnitude = abs(sum)
+                    for j in 0...min(p, ntaps - 1) {
+                        let term = Double(taps[j * dt + ch]) * Double(ring[((p - j) % rows) * dt + ch])
+                        sum += term
+                        magnitude += abs(term)
+                    }
+                    XCTAssertLessThanOrEqual(abs(Double(z[r * dt + ch]) - sum), 1e-5 * magnitude,
+                                             "row \(r) (position \(p)), channel \(ch), channels [\(c0), \(c1))")
+                }
+            }
+        }
+    }
+
     func testElementwiseOpsMatchScalar() {
         let original = String(cString: fb_kernels_name())
         defer { XCTAssertEqual(fb_kernels_select(original), 0) }

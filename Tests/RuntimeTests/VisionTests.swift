@@ -192,7 +192,9 @@ final class VisionTests: XCTestCase {
         check("cmm_out in chunks of 7 vs batch", try runCMM(model, text: text, grid: grid, maxBatch: 7).out, batch, relative: 1e-6)
     }
 
-    /// Past L = 512 tokens the S4 uses only the last L inputs: checks the convolution rows against a direct sum.
+    /// Past L = 512 tokens the S4 uses only the last L inputs: checks the convolution rows against a direct sum,
+    /// in steps of 64 rows (each written to the history ring before the lags run over them) on one thread and with
+    /// the channels split across two.
     func testS4WindowBeyondTaps() throws {
         let (_, weights, model) = try model()
         let c = model.modulator.config, dt = c.textDim, taps = c.s4Taps
@@ -201,31 +203,34 @@ final class VisionTests: XCTestCase {
         let embeds = try Fixtures.npy("text_embeds.npy").floats
         var text = [Float](repeating: 0, count: count * dt)
         for t in 0..<count { for i in 0..<dt { text[t * dt + i] = embeds[(t * 7 % 26) * dt + i] } }
-        let session = CMMSession(modulator: model.modulator, maxBatch: 64, threads: 1)
-        let grid = try Fixtures.npy("vision_grid.npy").floats
-        grid.withUnsafeBufferPointer { session.setImage(grid: $0.baseAddress!) }
-        var inputs = [Float](repeating: 0, count: count * dt), convolution = inputs
-        session.debugHook = { stage, position, row in
-            switch stage {
-            case .s4Input: for i in 0..<dt { inputs[position * dt + i] = row[i] }
-            case .s4Convolution: for i in 0..<dt { convolution[position * dt + i] = row[i] }
-            case .s4Output: break
-            }
-        }
-        var out = [Float](repeating: 0, count: count * dt)
-        try text.withUnsafeBufferPointer { t in
-            try out.withUnsafeMutableBufferPointer { try session.forward(textEmbeddings: t.baseAddress!, count: count, output: $0.baseAddress!) }
-        }
         let kernel = try weights.floats("cmm.s4.kernel_taps", shape: [dt, taps])
         let d = try weights.floats("cmm.s4.D", shape: [dt])
-        for p in [0, 1, 25, taps - 1, taps, taps + 1, count - 1] {
-            var expected = [Float](repeating: 0, count: dt)
-            for ch in 0..<dt {
-                var acc = 0.0
-                for j in 0..<min(p + 1, taps) { acc += Double(kernel[ch * taps + j]) * Double(inputs[(p - j) * dt + ch]) }
-                expected[ch] = Float(acc + Double(d[ch]) * Double(inputs[p * dt + ch]))
+        for threads in [1, 2] {
+            let session = CMMSession(modulator: model.modulator, maxBatch: 64, threads: threads)
+            let grid = try Fixtures.npy("vision_grid.npy").floats
+            grid.withUnsafeBufferPointer { session.setImage(grid: $0.baseAddress!) }
+            var inputs = [Float](repeating: 0, count: count * dt), convolution = inputs
+            session.debugHook = { stage, position, row in
+                switch stage {
+                case .s4Input: for i in 0..<dt { inputs[position * dt + i] = row[i] }
+                case .s4Convolution: for i in 0..<dt { convolution[position * dt + i] = row[i] }
+                case .s4Output: break
+                }
             }
-            check("S4 convolution at position \(p)", Array(convolution[p * dt..<(p + 1) * dt]), expected, relative: 1e-5)
+            var out = [Float](repeating: 0, count: count * dt)
+            try text.withUnsafeBufferPointer { t in
+                try out.withUnsafeMutableBufferPointer { try session.forward(textEmbeddings: t.baseAddress!, count: count, output: $0.baseAddress!) }
+            }
+            for p in [0, 1, 25, 63, 64, taps - 1, taps, taps + 1, 575, 576, count - 1] {
+                var expected = [Float](repeating: 0, count: dt)
+                for ch in 0..<dt {
+                    var acc = 0.0
+                    for j in 0..<min(p + 1, taps) { acc += Double(kernel[ch * taps + j]) * Double(inputs[(p - j) * dt + ch]) }
+                    expected[ch] = Float(acc + Double(d[ch]) * Double(inputs[p * dt + ch]))
+                }
+                check("S4 convolution at position \(p), \(threads) thread(s)", Array(convolution[p * dt..<(p + 1) * dt]),
+                      expected, relative: 1e-5)
+            }
         }
     }
 

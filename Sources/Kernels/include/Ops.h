@@ -42,6 +42,13 @@ void fb_add_bias(float *y, const float *bias, size_t rows, size_t n);
 void fb_add(float *y, const float *x, size_t n);
 // y = a * b (element-wise)
 void fb_mul(const float *a, const float *b, float *y, size_t n);
+// A causal depthwise convolution over rings of past inputs (the S4 block's long filter), channels [c0, c1) of t
+// rows: z[r][ch] += sum over j = 0 .. min(pos[r], ntaps - 1) of taps[j][ch] * x_r(pos[r] - j)[ch], where x_r(q) is
+// row q % ring_rows[r] of rings[r] (rows of dt floats; rows[r] of z likewise). For every element the lags are
+// added in ascending order, as a token-by-token loop adds them. The caller keeps every position a row reads in its
+// ring (and splits the channels across threads).
+void fb_causal_conv(const float *taps, size_t ntaps, const float *const *rings, const size_t *ring_rows,
+                    const size_t *pos, size_t t, size_t dt, size_t c0, size_t c1, float *z);
 
 #ifdef __cplusplus
 }
