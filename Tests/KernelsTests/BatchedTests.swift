@@ -380,15 +380,16 @@ final class BatchedTests: XCTestCase {
         }
     }
 
-    /// fb_causal_conv against a direct float64 sum: rows of different rings (lengths 7 and 11, so positions wrap),
-    /// positions before and past the taps, channel ranges that start mid-row and end inside a block. The sums run in
-    /// float32 over up to 6 lags of products of unit-scale values; 1e-5 of the sum of |terms| bounds their rounding.
+    /// fb_causal_conv against a direct float64 sum: rows of different rings (41 and 53 rows, so positions wrap),
+    /// positions before and past the 40 taps (lag blocks of 16: whole, partial and several), channel ranges that
+    /// start mid-row and end inside a block. The sums run in float32 over up to 40 products of unit-scale values;
+    /// 1e-5 of the sum of |terms| bounds their rounding (40 roundings of at most 2^-24 each).
     func testCausalConvolutionOverRings() {
         var rng = LCG(seed: 11)
-        let dt = 45, ntaps = 6
+        let dt = 45, ntaps = 40, rowsA = 41, rowsB = 53
         let taps = rng.normals(ntaps * dt)
-        let ringA = rng.normals(7 * dt), ringB = rng.normals(11 * dt)
-        let positions = [0, 3, 5, 6, 15, 23, 40, 12]  // row r reads ring A for even r, B for odd; 15, 23, 12 wrap
+        let ringA = rng.normals(rowsA * dt), ringB = rng.normals(rowsB * dt)
+        let positions = [0, 3, 17, 39, 45, 60, 100, 52]  // row r reads ring A for even r, B for odd; 45, 60, 100 wrap
         let t = positions.count
         for (c0, c1) in [(0, dt), (0, 32), (5, 40), (33, 45), (44, 45)] {
             var z = rng.normals(t * dt)  // the kernel adds to what is there
@@ -396,12 +397,12 @@ final class BatchedTests: XCTestCase {
             ringA.withUnsafeBufferPointer { a in
                 ringB.withUnsafeBufferPointer { b in
                     let rings: [UnsafePointer<Float>?] = (0..<t).map { $0 % 2 == 0 ? a.baseAddress! : b.baseAddress! }
-                    let lengths = (0..<t).map { $0 % 2 == 0 ? 7 : 11 }
+                    let lengths = (0..<t).map { $0 % 2 == 0 ? rowsA : rowsB }
                     fb_causal_conv(taps, ntaps, rings, lengths, positions, t, dt, c0, c1, &z)
                 }
             }
             for r in 0..<t {
-                let ring = r % 2 == 0 ? ringA : ringB, rows = r % 2 == 0 ? 7 : 11, p = positions[r]
+                let ring = r % 2 == 0 ? ringA : ringB, rows = r % 2 == 0 ? rowsA : rowsB, p = positions[r]
                 for ch in 0..<dt {
                     guard ch >= c0 && ch < c1 else {
                         XCTAssertEqual(z[r * dt + ch], before[r * dt + ch], "channel \(ch) outside [\(c0), \(c1)) changed")
