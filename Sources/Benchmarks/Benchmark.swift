@@ -194,7 +194,9 @@ public enum Benchmark {
         // Each repeat is paired with its own probes, taken right after it: a neighbour's load that slows the model
         // slows the probe too, so the per-repeat ratios are steadier than ratios of separate medians.
         var bandwidths: [Double] = [], computes: [Double] = [], efficiencies: [Double] = [], prefillRatios: [Double] = []
-        let bytesPerToken = UInt64(model.decoder.bytesPerToken)
+        // With an image, Firebolt-VL's tokens also run through the modulator's products.
+        let modulatorBytes = options.image ? model.vision?.modulator.bytesPerToken ?? 0 : 0
+        let bytesPerToken = UInt64(model.decoder.bytesPerToken + modulatorBytes)
         var peakRSS: UInt64 = 0
         for r in 0..<max(1, options.repeats) {
             log("repeat \(r + 1)/\(options.repeats)")

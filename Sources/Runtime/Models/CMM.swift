@@ -36,6 +36,13 @@ public final class CrossModalModulator {
     let tapsByLag: [Float]
     let s4Output: fb_matrix, s4OutputBias: [Float]
 
+    /// Bytes of weights read per text token: the products a token runs through (K and V are made once per image)
+    /// and the S4 taps.
+    public var bytesPerToken: Int {
+        func size(_ m: fb_matrix) -> Int { fb_quant_bytes(m.type, m.rows, m.cols) + fb_scale_bytes(m.type, m.rows, m.cols) }
+        return [qProj, filmIn, filmOut, s4Output, ffnUp, ffnDown].reduce(0) { $0 + size($1) } + tapsByLag.count * 4
+    }
+
     public init(weights: WeightStore, config: CMMConfig) throws {
         let dt = config.textDim, dv = config.visionDim, inner = config.numHeads * config.headDim
         let ffn = config.ffnDim, taps = config.s4Taps
