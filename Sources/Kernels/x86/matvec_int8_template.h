@@ -144,56 +144,56 @@ QI void QX(q4_tile)(const int NL, const int W512, const int RB, const int NT, co
         for (int t = 0; t < NT; t++) acc[i][t] = _mm256_setzero_ps();
 #if QW512
     if (W512) {
-    // 512-bit: two 64-byte loads give the dots of two quads of groups (4 int32 lanes per group);
-    // unpacks and adds sum each group's lanes, and one permute gathers the 8 sums in group order.
-    const __m512i m4z = _mm512_set1_epi8(15);
-    const __m512i onesz = _mm512_set1_epi16(1);
-    const __m512i gather = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
-    const __m512i lut512 = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)lut));
-    (void)onesz;
-    (void)lut512;
-    for (size_t g = 0; g < ng8; g += 8) {
-        for (int i = 0; i < RB; i++) {
-            const uint8_t *wr = wq + i * rowb + g * 16;
-            _mm_prefetch((const char *)(wr + pf), _MM_HINT_T0);
-            _mm_prefetch((const char *)(wr + pf + 64), _MM_HINT_T0);
-            __m512i e[4][2];
-            for (int k = 0; k < 2; k++) {
-                const __m512i b = _mm512_loadu_si512((const void *)(wr + 64 * k));
-                __m512i lo = _mm512_and_si512(b, m4z), hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), m4z);
-                if (NL) {
-                    lo = _mm512_shuffle_epi8(lut512, lo);
-                    hi = _mm512_shuffle_epi8(lut512, hi);
+        // 512-bit: two 64-byte loads give the dots of two quads of groups (4 int32 lanes per group);
+        // unpacks and adds sum each group's lanes, and one permute gathers the 8 sums in group order.
+        const __m512i m4z = _mm512_set1_epi8(15);
+        const __m512i onesz = _mm512_set1_epi16(1);
+        const __m512i gather = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+        const __m512i lut512 = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)lut));
+        (void)onesz;
+        (void)lut512;
+        for (size_t g = 0; g < ng8; g += 8) {
+            for (int i = 0; i < RB; i++) {
+                const uint8_t *wr = wq + i * rowb + g * 16;
+                _mm_prefetch((const char *)(wr + pf), _MM_HINT_T0);
+                _mm_prefetch((const char *)(wr + pf + 64), _MM_HINT_T0);
+                __m512i e[4][2];
+                for (int k = 0; k < 2; k++) {
+                    const __m512i b = _mm512_loadu_si512((const void *)(wr + 64 * k));
+                    __m512i lo = _mm512_and_si512(b, m4z), hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), m4z);
+                    if (NL) {
+                        lo = _mm512_shuffle_epi8(lut512, lo);
+                        hi = _mm512_shuffle_epi8(lut512, hi);
+                    }
+                    for (int t = 0; t < NT; t++) {
+                        const int8_t *xq = a->q[t] + g * FB_GROUP + 128 * k;
+                        const __m512i xl = _mm512_loadu_si512((const void *)xq);
+                        const __m512i xh = _mm512_loadu_si512((const void *)(xq + 64));
+    #if QVNNI
+                        e[t][k] = QDPB512(QDPB512(_mm512_setzero_si512(), lo, xl), hi, xh);
+    #else
+                        if (NL)
+                            e[t][k] = _mm512_add_epi32(_mm512_madd_epi16(_mm512_maddubs_epi16(lo, xl), onesz),
+                                                       _mm512_madd_epi16(_mm512_maddubs_epi16(hi, xh), onesz));
+                        else
+                            e[t][k] = _mm512_madd_epi16(
+                                _mm512_add_epi16(_mm512_maddubs_epi16(lo, xl), _mm512_maddubs_epi16(hi, xh)), onesz);
+    #endif
+                    }
                 }
+                const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ws + i * ng + g)));
                 for (int t = 0; t < NT; t++) {
-                    const int8_t *xq = a->q[t] + g * FB_GROUP + 128 * k;
-                    const __m512i xl = _mm512_loadu_si512((const void *)xq);
-                    const __m512i xh = _mm512_loadu_si512((const void *)(xq + 64));
-#if QVNNI
-                    e[t][k] = QDPB512(QDPB512(_mm512_setzero_si512(), lo, xl), hi, xh);
-#else
-                    if (NL)
-                        e[t][k] = _mm512_add_epi32(_mm512_madd_epi16(_mm512_maddubs_epi16(lo, xl), onesz),
-                                                   _mm512_madd_epi16(_mm512_maddubs_epi16(hi, xh), onesz));
-                    else
-                        e[t][k] = _mm512_madd_epi16(
-                            _mm512_add_epi16(_mm512_maddubs_epi16(lo, xl), _mm512_maddubs_epi16(hi, xh)), onesz);
-#endif
+                    __m512i h = _mm512_add_epi32(_mm512_unpacklo_epi32(e[t][0], e[t][1]),
+                                                 _mm512_unpackhi_epi32(e[t][0], e[t][1]));
+                    h = _mm512_add_epi32(h, _mm512_shuffle_epi32(h, (_MM_PERM_ENUM)0x4e));
+                    const __m256i dots = _mm512_castsi512_si256(_mm512_permutexvar_epi32(gather, h));
+                    const __m256 sd = _mm256_mul_ps(s, _mm256_loadu_ps(a->d[t] + g));
+                    const __m256 q = _mm256_sub_ps(_mm256_cvtepi32_ps(dots), _mm256_loadu_ps(a->c[t] + g));
+                    acc[i][t] = _mm256_fmadd_ps(q, sd, acc[i][t]);
                 }
-            }
-            const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ws + i * ng + g)));
-            for (int t = 0; t < NT; t++) {
-                __m512i h = _mm512_add_epi32(_mm512_unpacklo_epi32(e[t][0], e[t][1]),
-                                             _mm512_unpackhi_epi32(e[t][0], e[t][1]));
-                h = _mm512_add_epi32(h, _mm512_shuffle_epi32(h, (_MM_PERM_ENUM)0x4e));
-                const __m256i dots = _mm512_castsi512_si256(_mm512_permutexvar_epi32(gather, h));
-                const __m256 sd = _mm256_mul_ps(s, _mm256_loadu_ps(a->d[t] + g));
-                const __m256 q = _mm256_sub_ps(_mm256_cvtepi32_ps(dots), _mm256_loadu_ps(a->c[t] + g));
-                acc[i][t] = _mm256_fmadd_ps(q, sd, acc[i][t]);
             }
         }
-    }
-    } else
+    } else  // the 256-bit block below: every set's, and the AVX-512 sets' for one or two tokens
 #else
     (void)W512;
 #endif
