@@ -258,10 +258,10 @@ public final class CMMSession {
         // into its ring first, then the lags run over all rows, split by channel across threads.
         var lagTerms = 0
         for r in 0..<t {
-            let p = positionOf(r), image = owner(r)
-            memcpy(image.history.pointer + (p % image.historyRows) * dt, modulated.pointer + r * dt, dt * 4)
-            ringPointers[r] = UnsafePointer(image.history.pointer)
-            ringLengths[r] = image.historyRows
+            let p = positionOf(r), sequence = owner(r)
+            memcpy(sequence.history.pointer + (p % sequence.historyRows) * dt, modulated.pointer + r * dt, dt * 4)
+            ringPointers[r] = UnsafePointer(sequence.history.pointer)
+            ringLengths[r] = sequence.historyRows
             ringPositions[r] = p
             lagTerms += min(p + 1, taps)
         }
