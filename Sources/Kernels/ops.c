@@ -176,12 +176,7 @@ void fb_mul(const float *a, const float *b, float *y, size_t n) {
 
 void fb_causal_conv(const float *taps, size_t ntaps, const float *const *rings, const size_t *ring_rows,
                     const size_t *pos, size_t t, size_t dt, size_t c0, size_t c1, float *z) {
-    size_t lags = 0;  // the most any row uses
-    for (size_t r = 0; r < t; r++) {
-        const size_t used = pos[r] + 1 < ntaps ? pos[r] + 1 : ntaps;
-        if (used > lags) lags = used;
-    }
-    for (size_t j0 = 0; j0 < lags; j0 += CONV_LAGS)
+    for (size_t j0 = 0; j0 < ntaps; j0 += CONV_LAGS)
         for (size_t r = 0; r < t; r++) {
             const size_t rows = ring_rows[r], used = pos[r] + 1 < ntaps ? pos[r] + 1 : ntaps;
             if (j0 >= used) continue;

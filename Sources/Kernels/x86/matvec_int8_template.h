@@ -169,16 +169,16 @@ QI void QX(q4_tile)(const int NL, const int W512, const int RB, const int NT, co
                         const int8_t *xq = a->q[t] + g * FB_GROUP + 128 * k;
                         const __m512i xl = _mm512_loadu_si512((const void *)xq);
                         const __m512i xh = _mm512_loadu_si512((const void *)(xq + 64));
-    #if QVNNI
+#if QVNNI
                         e[t][k] = QDPB512(QDPB512(_mm512_setzero_si512(), lo, xl), hi, xh);
-    #else
+#else
                         if (NL)
                             e[t][k] = _mm512_add_epi32(_mm512_madd_epi16(_mm512_maddubs_epi16(lo, xl), onesz),
                                                        _mm512_madd_epi16(_mm512_maddubs_epi16(hi, xh), onesz));
                         else
                             e[t][k] = _mm512_madd_epi16(
                                 _mm512_add_epi16(_mm512_maddubs_epi16(lo, xl), _mm512_maddubs_epi16(hi, xh)), onesz);
-    #endif
+#endif
                     }
                 }
                 const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ws + i * ng + g)));

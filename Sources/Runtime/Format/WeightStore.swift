@@ -152,3 +152,8 @@ public final class WeightStore {
         }
     }
 }
+
+extension fb_matrix {
+    /// Bytes a product reads from this matrix: its stored values and, when quantized, its scales.
+    var storedBytes: Int { fb_quant_bytes(type, rows, cols) + fb_scale_bytes(type, rows, cols) }
+}

@@ -39,8 +39,7 @@ public final class CrossModalModulator {
     /// Bytes of weights read per text token: the products a token runs through (K and V are made once per image)
     /// and the S4 taps.
     public var bytesPerToken: Int {
-        func size(_ m: fb_matrix) -> Int { fb_quant_bytes(m.type, m.rows, m.cols) + fb_scale_bytes(m.type, m.rows, m.cols) }
-        return [qProj, filmIn, filmOut, s4Output, ffnUp, ffnDown].reduce(0) { $0 + size($1) } + tapsByLag.count * 4
+        [qProj, filmIn, filmOut, s4Output, ffnUp, ffnDown].reduce(0) { $0 + $1.storedBytes } + tapsByLag.count * 4
     }
 
     public init(weights: WeightStore, config: CMMConfig) throws {

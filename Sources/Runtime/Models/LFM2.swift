@@ -61,13 +61,13 @@ public final class LFM2Model {
 
     /// Bytes of weights read per decoded token (every matrix once, the output head included).
     public var bytesPerToken: Int {
-        func size(_ m: fb_matrix) -> Int { fb_quant_bytes(m.type, m.rows, m.cols) + fb_scale_bytes(m.type, m.rows, m.cols) }
-        var total = size(embedTokens)
+        var total = embedTokens.storedBytes
         for l in layers {
-            total += size(l.w1) + size(l.w2) + size(l.w3)
+            total += l.w1.storedBytes + l.w2.storedBytes + l.w3.storedBytes
             switch l.op {
-            case .conv(let a, _, let b): total += size(a) + size(b)
-            case .attention(let q, let k, let v, let o, _, _): total += size(q) + size(k) + size(v) + size(o)
+            case .conv(let a, _, let b): total += a.storedBytes + b.storedBytes
+            case .attention(let q, let k, let v, let o, _, _):
+                total += q.storedBytes + k.storedBytes + v.storedBytes + o.storedBytes
             }
         }
         return total
